@@ -1,0 +1,4 @@
+//! The worker: the diffusion pipeline on ONNX Runtime (`pipeline`). The agent loop that pulls jobs
+//! from a coordinator arrives with the farm.
+
+pub mod pipeline;
