@@ -5,3 +5,6 @@ pub mod runtime;
 pub mod sampler;
 pub mod schedule;
 pub mod tokenizer;
+pub mod conditioning;
+pub mod image_io;
+pub mod engine;

@@ -195,7 +195,9 @@ impl Runtime {
                 }
                 #[cfg(feature = "cuda")]
                 Ep::Cuda => out.push(ep::CUDA::default().build().error_on_failure()),
-                Ep::Cpu => out.push(ep::CPU::default().build().error_on_failure()),
+                // ort's CPU provider disables ONNX Runtime's memory arena unless asked; without it every
+                // large activation is a fresh mmap (ONNX Runtime's own default is the arena).
+                Ep::Cpu => out.push(ep::CPU::default().with_arena_allocator(true).build().error_on_failure()),
                 #[allow(unreachable_patterns)]
                 _ => {}
             }

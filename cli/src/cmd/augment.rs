@@ -1,0 +1,194 @@
+//! `acufarm augment`: one image in, one relit image out, through the bundle's full pipeline.
+//! Values come from flags, then the run spec, then the defaults below.
+
+use acufarm_core::RunSpec;
+use acufarm_worker::pipeline::conditioning::{self, Background, ForegroundMode};
+use acufarm_worker::pipeline::engine::{Pipeline, PipelineOptions, RenderRequest, SamplerParams, Scene, Strengths};
+use acufarm_worker::pipeline::image_io;
+use acufarm_worker::pipeline::npy;
+use acufarm_worker::pipeline::runtime::{self, RuntimeOptions};
+use acufarm_worker::pipeline::sampler::SamplerKind;
+use acufarm_worker::pipeline::schedule::SchedulerKind;
+use anyhow::{Context, anyhow, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+const DEFAULT_STEPS: u32 = 20;
+const DEFAULT_T0: f64 = 0.4;
+const DEFAULT_CFG: f32 = 2.0;
+const DEFAULT_IPA_WEIGHT: f32 = 0.6;
+const DEFAULT_IC_MULTIPLIER: f32 = 0.18215;
+const DEFAULT_COLOR_KEY_TOLERANCE: u8 = 12;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Bundle directory (holding bundle.toml), e.g. models/tiny/fc.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Source image (PNG or JPEG).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the result; same format and size as the input.
+    #[arg(long)]
+    output: PathBuf,
+    /// Depth map (brighter = nearer, black background) for `--foreground depth`.
+    #[arg(long)]
+    depth: Option<PathBuf>,
+    /// Scene image: IP-Adapter reference and the fbc background. Without it the IP-Adapter branch is off.
+    #[arg(long)]
+    scene: Option<PathBuf>,
+    /// Run spec: prompts chosen from the input's sample id, and sampler/conditioning defaults.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Positive prompt (overrides the spec's prompt set).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Negative prompt for the unconditional branch.
+    #[arg(long)]
+    negative: Option<String>,
+    /// Noise seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Steps of the full schedule [default: 20].
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Start at step ⌊steps·t0⌋ of the schedule, in [0, 1) [default: 0.4].
+    #[arg(long, conflicts_with = "denoise")]
+    t0: Option<f64>,
+    /// KSampler-style partial denoise in (0, 1].
+    #[arg(long)]
+    denoise: Option<f64>,
+    /// Classifier-free guidance scale; 1 skips the unconditional branch [default: 2].
+    #[arg(long)]
+    cfg: Option<f32>,
+    /// IP-Adapter weight [default: 0.6].
+    #[arg(long)]
+    ipa_weight: Option<f32>,
+    /// IC-Light concat multiplier [default: 0.18215].
+    #[arg(long)]
+    ic_multiplier: Option<f32>,
+    /// dpmpp_2m or euler [default: dpmpp_2m].
+    #[arg(long)]
+    sampler: Option<String>,
+    /// sgm_uniform, normal or karras [default: sgm_uniform].
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Foreground mask: color_key, depth or none [default: depth with --depth, else color_key].
+    #[arg(long)]
+    foreground: Option<String>,
+    /// Background image for fbc bundles (default: the scene, or flat gray without one).
+    #[arg(long)]
+    background: Option<PathBuf>,
+    /// Execution providers in priority order, e.g. tensorrt,cuda,cpu.
+    #[arg(long, default_value = "cpu")]
+    ep: String,
+    /// Threads per operator (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Use this noise (NumPy .npy, float32, shape 1×4×h×w) instead of the seeded noise.
+    #[arg(long)]
+    noise_in: Option<PathBuf>,
+    /// Write the final latents (NumPy .npy, float32, NCHW).
+    #[arg(long)]
+    latents_out: Option<PathBuf>,
+    /// Skip re-hashing the bundle's files (they are still checked for presence and signatures).
+    #[arg(long)]
+    no_verify: bool,
+}
+
+fn load_image(path: &Path, what: &str) -> anyhow::Result<image::RgbImage> {
+    Ok(image_io::load(path).map_err(|e| anyhow!("{what}: {e}"))?.rgb)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let spec = args.spec.as_deref().map(RunSpec::load).transpose()?;
+    let sampler_spec = spec.as_ref().map(|s| s.sampler.clone()).unwrap_or_default();
+    let cond_spec = spec.as_ref().map(|s| s.conditioning.clone()).unwrap_or_default();
+
+    // Settings first, so a typo fails before any heavy work.
+    let sampler: SamplerKind = args.sampler.as_deref().or(sampler_spec.sampler.as_deref()).unwrap_or("dpmpp_2m").parse()?;
+    let scheduler: SchedulerKind = args.scheduler.as_deref().or(sampler_spec.scheduler.as_deref()).unwrap_or("sgm_uniform").parse()?;
+    let steps = args.steps.or(sampler_spec.steps).unwrap_or(DEFAULT_STEPS);
+    let partial = match (args.t0, args.denoise) {
+        (None, None) => super::partial(sampler_spec.t0.or(sampler_spec.denoise.is_none().then_some(DEFAULT_T0)), sampler_spec.denoise),
+        (t0, denoise) => super::partial(t0, denoise),
+    };
+    let params = SamplerParams { sampler, scheduler, steps, partial };
+    let strengths = Strengths {
+        cfg: args.cfg.or(sampler_spec.cfg).unwrap_or(DEFAULT_CFG),
+        ipa_weight: args.ipa_weight.or(cond_spec.ipa_weight).unwrap_or(DEFAULT_IPA_WEIGHT),
+        ic_multiplier: args.ic_multiplier.or(cond_spec.ic_multiplier).unwrap_or(DEFAULT_IC_MULTIPLIER),
+    };
+    let tolerance = cond_spec.color_key_tolerance.unwrap_or(DEFAULT_COLOR_KEY_TOLERANCE);
+    let default_mode = if args.depth.is_some() { "depth" } else { "color_key" };
+    let mode = conditioning::parse_mode(args.foreground.as_deref().or(cond_spec.foreground.as_deref()).unwrap_or(default_mode), tolerance)?;
+    let eps = runtime::parse_ep_list(&args.ep)?;
+
+    let (prompt, negative) = match (&args.prompt, &spec) {
+        (Some(p), _) => (p.clone(), args.negative.clone().unwrap_or_default()),
+        (None, Some(spec)) => {
+            let name = args.input.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let (category, pair) = spec.prompts_for(name)?;
+            tracing::info!(category = category.as_str(), "prompt set chosen from the sample id");
+            (pair.positive.clone(), args.negative.clone().unwrap_or_else(|| pair.negative.clone()))
+        }
+        (None, None) => bail!("no prompt: pass --prompt TEXT, or --spec run.toml to choose one from the input's sample id"),
+    };
+
+    let source = image_io::load(&args.input)?;
+    image_io::check_output_format(&args.output, source.format)?;
+    let depth = match &args.depth {
+        Some(path) => Some(image::open(path).map_err(|e| anyhow!("cannot read depth map {}: {e}; pass an 8-bit grey PNG", path.display()))?.to_luma8()),
+        None => None,
+    };
+    let mask = conditioning::foreground_mask(&source, mode, depth.as_ref())?;
+    let scene = match &args.scene {
+        Some(path) => Some(Scene { key: path.display().to_string(), image: Arc::new(load_image(path, "scene")?) }),
+        None => None,
+    };
+    let background = match (&args.background, cond_spec.background.as_deref()) {
+        (Some(path), _) => Background::Image(load_image(path, "background")?),
+        (None, None | Some("scene")) => Background::Scene,
+        (None, Some("gray")) => Background::Gray,
+        (None, Some(path)) => Background::Image(load_image(Path::new(path), "background")?),
+    };
+    let noise = match &args.noise_in {
+        Some(path) => Some(npy::read(path).map_err(|e| anyhow!("{e}"))?.data),
+        None => None,
+    };
+    if matches!(mode, ForegroundMode::Depth) && depth.is_none() {
+        bail!("--foreground depth needs --depth IMG");
+    }
+
+    let options = PipelineOptions {
+        runtime: RuntimeOptions { eps, intra_threads: args.threads, ..RuntimeOptions::default() },
+        verify_hashes: !args.no_verify,
+        max_batch: 1,
+        resolution: image_io::model_size(source.rgb.width(), source.rgb.height()),
+    };
+    let mut pipeline = Pipeline::load(&args.bundle, &options)?;
+    let request = RenderRequest { source: source.clone(), mask, scene, background, prompt, negative, seed: args.seed, noise, strengths };
+    let rendered = pipeline.render(&params, std::slice::from_ref(&request))?.remove(0);
+
+    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create output directory {}", parent.display()))?;
+    }
+    image_io::save_like(&args.output, &rendered.image, &source)?;
+    if let Some(path) = &args.latents_out {
+        npy::write(path, &rendered.latent_shape, &rendered.latents).with_context(|| format!("cannot write latents to {}", path.display()))?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    tracing::info!(timings = %serde_json::to_string(&pipeline.timings).unwrap_or_default(), "seconds inside ONNX Runtime per graph");
+    let ort = pipeline.timings.total_ort();
+    eprintln!(
+        "wrote {} ({} steps of {sampler}/{scheduler}, bundle {}, {} s, {:.0}% inside ONNX Runtime)",
+        args.output.display(),
+        pipeline.sigmas(&params)?.len() - 1,
+        pipeline.bundle().manifest.name,
+        format_args!("{wall:.2}"),
+        100.0 * ort / wall
+    );
+    Ok(())
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs what acufarm needs on a fresh Debian machine with Rust. Idempotent; safe to re-run.
+#
+#   scripts/setup.sh runtime   ONNX Runtime 1.31.1 library (from the PyPI wheel) -> $ACUFARM_HOME/onnxruntime
+#   scripts/setup.sh dev       runtime + Python venv for the exporter, reference tests and benchmarks,
+#                              cargo-nextest, PostgreSQL and Redis running
+#
+# ACUFARM_HOME defaults to ~/.cache/acufarm.
+set -euo pipefail
+
+ORT_VERSION=1.31.1
+HOME_DIR=${ACUFARM_HOME:-$HOME/.cache/acufarm}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]} with apt-get"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_python() {
+  command -v python3 >/dev/null || apt_install python3 python3-venv python3-pip
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+}
+
+install_runtime() {
+  local dir="$HOME_DIR/onnxruntime"
+  if [ -f "$dir/libonnxruntime.so.$ORT_VERSION" ]; then return 0; fi
+  ensure_python
+  say "fetching onnxruntime==$ORT_VERSION (library only) into $dir"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "onnxruntime==$ORT_VERSION"
+  mkdir -p "$dir"
+  python3 - "$tmp"/onnxruntime-*.whl "$dir" <<'PY'
+import sys, zipfile, pathlib
+wheel, out = sys.argv[1], pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if "/capi/libonnxruntime" in name and ".so" in name:
+            (out / pathlib.Path(name).name).write_bytes(z.read(name))
+PY
+  rm -rf "$tmp"
+  [ -f "$dir/libonnxruntime.so.$ORT_VERSION" ] || { say "the wheel held no libonnxruntime.so.$ORT_VERSION"; exit 1; }
+}
+
+install_python_env() {
+  local venv="$HOME_DIR/py" stamp
+  stamp=$(sha256sum "$REPO/scripts/requirements-dev.txt" | cut -c1-16)
+  if [ -f "$venv/.acufarm-$stamp" ]; then return 0; fi
+  ensure_python
+  say "creating the Python environment in $venv (torch and friends: a few GB, several minutes the first time)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -r "$REPO/scripts/requirements-dev.txt"
+  rm -f "$venv"/.acufarm-*
+  touch "$venv/.acufarm-$stamp"
+}
+
+install_nextest() {
+  command -v cargo-nextest >/dev/null && return 0
+  say "installing cargo-nextest"
+  cargo install --locked cargo-nextest >/dev/null
+}
+
+start_services() {
+  # PostgreSQL (trust auth, database `test`) and Redis on their standard ports.
+  if ! command -v pg_ctlcluster >/dev/null || ! command -v redis-server >/dev/null; then
+    apt_install postgresql redis-server
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    local version; version=$(ls /etc/postgresql | sort -V | tail -n1)
+    say "starting PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || as_root pg_ctlcluster "$version" main start
+  fi
+  if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    say "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  fi
+}
+
+case "${1:-runtime}" in
+  runtime) install_runtime ;;
+  dev) install_runtime; install_python_env; install_nextest; start_services ;;
+  *) say "usage: scripts/setup.sh [runtime|dev]"; exit 2 ;;
+esac
