@@ -136,13 +136,15 @@ fn latents_out_and_noise_in_round_trip() {
     let bundle = tiny("plain").display().to_string();
     let input = f.input();
     let (latents, noise) = (f.path("latents.npy"), f.path("noise.npy"));
-    ok(&augment_args(&bundle, &input, &f.path("a.png"), &["--latents-out", &latents]));
+    let (a, b) = (f.path("a.png"), f.path("b.png"));
+    ok(&augment_args(&bundle, &input, &a, &["--latents-out", &latents]));
     let bytes = std::fs::read(&latents).unwrap();
     assert!(String::from_utf8_lossy(&bytes[..128]).contains("'shape': (1, 4, 8, 8)"));
     // The latents file is itself a valid noise file of the right shape.
     std::fs::copy(&latents, &noise).unwrap();
-    ok(&augment_args(&bundle, &input, &f.path("b.png"), &["--noise-in", &noise]));
-    let msg = error_of(&augment_args(&bundle, &f.input(), &f.path("c.png"), &["--noise-in", &input]));
+    ok(&augment_args(&bundle, &input, &b, &["--noise-in", &noise]));
+    let c = f.path("c.png");
+    let msg = error_of(&augment_args(&bundle, &input, &c, &["--noise-in", &input]));
     assert!(msg.contains("not a NumPy .npy file"), "{msg}");
 }
 
@@ -154,9 +156,10 @@ fn bad_inputs_get_one_clear_sentence() {
     let out = f.path("out.png");
     std::fs::write(f.path("corrupt.png"), b"\x89PNG\r\n\x1a\n not really").unwrap();
     image::GrayImage::new(128, 64).save(f.path("wide_depth.png")).unwrap();
-    write_subject(&f.path("Nobody_0001.png"));
+    write_subject(&f.dir.path().join("Nobody_0001.png"));
     let spec = repo().join("examples/acusim.toml").display().to_string();
     let (missing, corrupt, depth, bad_id) = (f.path("missing.png"), f.path("corrupt.png"), f.path("wide_depth.png"), f.path("Nobody_0001.png"));
+    let out_jpg = f.path("out.jpg");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (augment_args(&fc, &missing, &out, &[]), "cannot read image"),
         (augment_args(&fc, &corrupt, &out, &[]), "cannot decode image"),
@@ -166,7 +169,7 @@ fn bad_inputs_get_one_clear_sentence() {
         (augment_args(&fc, &input, &out, &["--t0", "1.0"]), "t0 must be in [0, 1)"),
         (augment_args(&fc, &input, &out, &["--t0", "-0.2"]), "t0 must be in [0, 1)"),
         (augment_args(&fc, &input, &out, &["--ep", "rocm"]), "unknown execution provider"),
-        (augment_args(&fc, &input, &f.path("out.jpg"), &[]), "name it .png"),
+        (augment_args(&fc, &input, &out_jpg, &[]), "name it .png"),
         (vec!["augment", "--bundle", &fc, "--input", &bad_id, "--output", &out, "--spec", &spec], "matches none of the id patterns"),
         (vec!["augment", "--bundle", "/nonexistent", "--input", &input, "--output", &out, "--prompt", "x"], "bundle.toml"),
     ];

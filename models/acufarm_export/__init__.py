@@ -1,0 +1,1 @@
+"""Library behind models/export.py: see that script's docstring and models/README.md."""

@@ -55,7 +55,7 @@ FULL = Sizes(
 )  # fmt: skip
 
 TINY = Sizes(
-    unet_channels=(32, 32, 64, 64), unet_groups=8, unet_heads=4,
+    unet_channels=(16, 32, 32, 32), unet_groups=8, unet_heads=4,
     text_hidden=32, text_layers=2, text_heads=4, text_ffn=64,
     vae_channels=(8, 16, 32, 32), vae_groups=8,
     vision_hidden=32, vision_layers=2, vision_heads=4, vision_ffn=64, vision_patch=32, vision_act="quick_gelu",

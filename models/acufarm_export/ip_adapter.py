@@ -184,7 +184,9 @@ def apply_ip_adapter(unet, image_proj_sd: dict, ip_sd: dict) -> ImageProjModel:
     dim = unet.config.cross_attention_dim
     out_features, image_embed_dim = image_proj_sd["proj.weight"].shape
     if out_features % dim:
-        raise ValueError(f"image_proj.proj maps to {out_features} features, not a multiple of cross_attention_dim {dim}")
+        raise ValueError(
+            f"image_proj.proj maps to {out_features} features, not a multiple of cross_attention_dim {dim}"
+        )
     proj = ImageProjModel(image_embed_dim, dim, out_features // dim)
     proj.load_state_dict({k: v.float() for k, v in image_proj_sd.items()})
     return proj.eval()

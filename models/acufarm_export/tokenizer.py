@@ -39,7 +39,9 @@ def open_clip_bpe_path() -> Path:
     """Locate open_clip's bundled BPE file without importing open_clip (which pulls in torch and timm)."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("open_clip is not installed; it ships the CLIP BPE merge list (bpe_simple_vocab_16e6.txt.gz)")
+        raise RuntimeError(
+            "open_clip is not installed; it ships the CLIP BPE merge list (bpe_simple_vocab_16e6.txt.gz)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
     if not path.is_file():
         raise RuntimeError(f"{path} is missing from the open_clip package")
@@ -88,7 +90,9 @@ def check_clip_tokenizer(tok) -> None:
     ids = tok("a photo of a cat")["input_ids"]
     expected = [49406, 320, 1125, 539, 320, 2368, 49407]
     if len(tok) != VOCAB_SIZE or ids != expected:
-        raise RuntimeError(f"not the SD1.5 CLIP tokenizer: {len(tok)} ids, 'a photo of a cat' -> {ids}, expected {expected}")
+        raise RuntimeError(
+            f"not the SD1.5 CLIP tokenizer: {len(tok)} ids, 'a photo of a cat' -> {ids}, expected {expected}"
+        )
 
 
 def write_tokenizer_json(tok, path: Path) -> None:

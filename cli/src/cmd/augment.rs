@@ -54,19 +54,19 @@ pub struct Args {
     #[arg(long)]
     steps: Option<u32>,
     /// Start at step ⌊steps·t0⌋ of the schedule, in [0, 1) [default: 0.4].
-    #[arg(long, conflicts_with = "denoise")]
+    #[arg(long, conflicts_with = "denoise", allow_negative_numbers = true)]
     t0: Option<f64>,
     /// KSampler-style partial denoise in (0, 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     denoise: Option<f64>,
     /// Classifier-free guidance scale; 1 skips the unconditional branch [default: 2].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     cfg: Option<f32>,
     /// IP-Adapter weight [default: 0.6].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     ipa_weight: Option<f32>,
     /// IC-Light concat multiplier [default: 0.18215].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     ic_multiplier: Option<f32>,
     /// dpmpp_2m or euler [default: dpmpp_2m].
     #[arg(long)]

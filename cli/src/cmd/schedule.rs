@@ -11,10 +11,10 @@ pub struct Args {
     #[arg(long)]
     steps: u32,
     /// Skip the first ⌊steps·t0⌋ steps (KSamplerAdvanced start_at_step).
-    #[arg(long, conflicts_with = "denoise")]
+    #[arg(long, conflicts_with = "denoise", allow_negative_numbers = true)]
     t0: Option<f64>,
     /// KSampler-style partial denoise in (0, 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     denoise: Option<f64>,
     /// Print {"sigmas": […], "timesteps": […]} instead of a table.
     #[arg(long)]

@@ -72,6 +72,18 @@ impl ClipTokenizer {
         let clean = text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
         let mut ids = Vec::new();
         for piece in self.split.find_iter(&clean) {
+            // Special tokens written in the text stand for themselves, as in CLIP's tokenizer.
+            match piece.as_str() {
+                "<|startoftext|>" => {
+                    ids.push(self.bos);
+                    continue;
+                }
+                "<|endoftext|>" => {
+                    ids.push(self.eos);
+                    continue;
+                }
+                _ => {}
+            }
             let word: String = piece.as_str().bytes().map(|b| self.byte_chars[b as usize]).collect();
             for token in self.bpe(&word) {
                 // Every BPE output is in the vocabulary by construction; guard anyway.
