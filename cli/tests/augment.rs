@@ -169,6 +169,8 @@ fn bad_inputs_get_one_clear_sentence() {
         (augment_args(&fc, &input, &out, &["--t0", "1.0"]), "t0 must be in [0, 1)"),
         (augment_args(&fc, &input, &out, &["--t0", "-0.2"]), "t0 must be in [0, 1)"),
         (augment_args(&fc, &input, &out, &["--ep", "rocm"]), "unknown execution provider"),
+        // CI's ONNX Runtime is the CPU build: asking for CUDA must fail, never fall back to CPU.
+        (augment_args(&fc, &input, &out, &["--ep", "cuda,cpu"]), "the cuda execution provider could not start"),
         (augment_args(&fc, &input, &out_jpg, &[]), "name it .png"),
         (vec!["augment", "--bundle", &fc, "--input", &bad_id, "--output", &out, "--spec", &spec], "matches none of the id patterns"),
         (vec!["augment", "--bundle", "/nonexistent", "--input", &input, "--output", &out, "--prompt", "x"], "bundle.toml"),

@@ -176,34 +176,30 @@ impl Runtime {
         Ok(Self { env, library, options })
     }
 
-    fn dispatches(&self, profile: Option<&TrtProfile>) -> Vec<ep::ExecutionProviderDispatch> {
-        let mut out = Vec::new();
-        for ep in &self.options.eps {
-            match ep {
-                #[cfg(feature = "tensorrt")]
-                Ep::TensorRt => {
-                    let mut trt = ep::TensorRT::default()
-                        .with_fp16(true)
-                        .with_engine_cache(true)
-                        .with_engine_cache_path(self.options.trt_cache_dir.display())
-                        .with_timing_cache(true)
-                        .with_timing_cache_path(self.options.trt_cache_dir.display());
-                    if let Some(p) = profile.filter(|p| !p.min.is_empty()) {
-                        trt = trt.with_profile_min_shapes(&p.min).with_profile_opt_shapes(&p.opt).with_profile_max_shapes(&p.max);
-                    }
-                    out.push(trt.build().error_on_failure());
-                }
-                #[cfg(feature = "cuda")]
-                Ep::Cuda => out.push(ep::CUDA::default().build().error_on_failure()),
-                // ort's CPU provider disables ONNX Runtime's memory arena unless asked; without it every
-                // large activation is a fresh mmap (ONNX Runtime's own default is the arena).
-                Ep::Cpu => out.push(ep::CPU::default().with_arena_allocator(true).build().error_on_failure()),
-                #[allow(unreachable_patterns)]
-                _ => {}
-            }
-        }
+    fn dispatch(&self, ep: Ep, profile: Option<&TrtProfile>) -> Option<ep::ExecutionProviderDispatch> {
         let _ = profile;
-        out
+        match ep {
+            #[cfg(feature = "tensorrt")]
+            Ep::TensorRt => {
+                let mut trt = ep::TensorRT::default()
+                    .with_fp16(true)
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(self.options.trt_cache_dir.display())
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(self.options.trt_cache_dir.display());
+                if let Some(p) = profile.filter(|p| !p.min.is_empty()) {
+                    trt = trt.with_profile_min_shapes(&p.min).with_profile_opt_shapes(&p.opt).with_profile_max_shapes(&p.max);
+                }
+                Some(trt.build().error_on_failure())
+            }
+            #[cfg(feature = "cuda")]
+            Ep::Cuda => Some(ep::CUDA::default().build().error_on_failure()),
+            // ort's CPU provider disables ONNX Runtime's memory arena unless asked; without it every
+            // large activation is a fresh mmap (ONNX Runtime's own default is the arena).
+            Ep::Cpu => Some(ep::CPU::default().with_arena_allocator(true).build().error_on_failure()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
     }
 
     /// Opens one graph with the configured providers and options.
@@ -216,13 +212,16 @@ impl Runtime {
         if self.options.intra_threads > 0 {
             builder = builder.with_intra_threads(self.options.intra_threads).map_err(|e| session_err(e.to_string()))?;
         }
-        let builder = builder.with_execution_providers(self.dispatches(profile)).map_err(|e| RuntimeError::EpFailed {
-            ep: self.options.eps.iter().map(Ep::to_string).collect::<Vec<_>>().join(","),
-            graph: graph.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let mut builder = builder;
-        builder.commit_from_file(graph).map_err(|e| session_err(e.to_string()))
+        // One provider at a time, in priority order, so a failure names the provider that failed.
+        for &ep in &self.options.eps {
+            let Some(dispatch) = self.dispatch(ep, profile) else { continue };
+            builder = builder.with_execution_providers([dispatch]).map_err(|e| RuntimeError::EpFailed {
+                ep: ep.to_string(),
+                graph: graph.to_path_buf(),
+                reason: e.to_string().trim_end_matches('.').to_string(),
+            })?;
+        }
+        builder.commit_from_file(graph).map_err(|e| session_err(e.to_string().trim_end_matches('.').to_string()))
     }
 }
 
