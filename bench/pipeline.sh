@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGES=${1:-3}
 THREADS=${2:-$(nproc)}
-PY=${ACUFARM_HOME:-$HOME/.cache/acufarm}/py/bin/python
+PY=${ACUFARM_HOME:-${HOME:-/root}/.cache/acufarm}/py/bin/python
 cargo build --release --locked -p acufarm-bench >&2
 common=(--images "$IMAGES" --size 512 --steps 20 --t0 0.4 --cfg 2 --threads "$THREADS")
 ours=$(target/release/pipeline-bench --bundle models/tiny/plain "${common[@]}")

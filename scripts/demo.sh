@@ -4,6 +4,7 @@
 # schedules, conditioning and file handling are the real ones (see models/README.md for real weights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export ACUFARM_HOME=${ACUFARM_HOME:-${HOME:-/root}/.cache/acufarm}
 scripts/setup.sh runtime
 cargo build --release --locked -p acufarm-cli
 mkdir -p out

@@ -9,7 +9,7 @@
 set -euo pipefail
 
 ORT_VERSION=1.31.1
-HOME_DIR=${ACUFARM_HOME:-$HOME/.cache/acufarm}
+HOME_DIR=${ACUFARM_HOME:-${HOME:-/root}/.cache/acufarm}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 say() { printf 'setup: %s\n' "$*" >&2; }
 

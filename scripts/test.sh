@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
-HOME_DIR=${ACUFARM_HOME:-$HOME/.cache/acufarm}
+# The binary and the tests find ONNX Runtime and the Python environment under ACUFARM_HOME.
+export ACUFARM_HOME=${ACUFARM_HOME:-${HOME:-/root}/.cache/acufarm}
 
 scripts/setup.sh dev
 
 cargo build --workspace --locked
 cargo nextest run --workspace --locked --no-fail-fast
 
-ACUFARM_BIN="$PWD/target/debug/acufarm" "$HOME_DIR/py/bin/python" -m pytest -q -p no:cacheprovider models/tests tests/reference
+ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/py/bin/python" -m pytest -q -p no:cacheprovider models/tests tests/reference
