@@ -109,9 +109,12 @@ def schedule(steps, t0):
     return np.array(data["sigmas"], np.float32), data["timesteps"]
 
 
-@pytest.mark.parametrize("variant,sampler", [("fc", "dpmpp_2m"), ("fbc", "dpmpp_2m"), ("fc", "euler"), ("fbc", "euler")])
-def test_sampler_matches_k_diffusion(tmp_path, variant, sampler):
-    steps, t0, cfg, ipa, mult, seed = 12, 0.3, 2.5, 0.8, 0.3, 0
+@pytest.mark.parametrize("variant,sampler,t0", [
+    ("fc", "dpmpp_2m", 0.3), ("fbc", "dpmpp_2m", 0.3), ("fc", "euler", 0.3), ("fbc", "euler", 0.3),
+    ("fc", "dpmpp_2m", 0.0),  # starts at σ_max: ComfyUI scales the noise by √(1+σ²)
+])
+def test_sampler_matches_k_diffusion(tmp_path, variant, sampler, t0):
+    steps, cfg, ipa, mult, seed = 12, 2.5, 0.8, 0.3, 0
     b = Bundle(variant)
     src, scene, bg = subject(), scene224(), background64()
     for name, arr in [("M_Test_N_HD_0001.png", src), ("scene.png", scene), ("bg.png", bg)]:
@@ -156,7 +159,9 @@ def test_sampler_matches_k_diffusion(tmp_path, variant, sampler):
 
     kd = k_sampling()
     sigmas_t = torch.from_numpy(sigmas)
-    x = latent_ref + sigmas_t[0] * torch.from_numpy(noise)
+    s0, s_max = float(sigmas[0]), 14.614641
+    scale = (1 + s0 ** 2) ** 0.5 if s0 >= s_max * (1 - 1e-5) else s0
+    x = latent_ref + scale * torch.from_numpy(noise)
     fn = kd.sample_dpmpp_2m if sampler == "dpmpp_2m" else kd.sample_euler
     ref = fn(model, x, sigmas_t, disable=True).numpy()
 

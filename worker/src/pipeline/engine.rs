@@ -111,6 +111,34 @@ pub struct Rendered {
     pub latent_shape: [usize; 4],
 }
 
+/// Latent geometry of one image at the model size.
+struct LatentShape {
+    channels: usize,
+    height: usize,
+    width: usize,
+    pixel_width: u32,
+    pixel_height: u32,
+}
+
+impl LatentShape {
+    fn new(m: &bundle::Manifest, pixel_width: u32, pixel_height: u32) -> Self {
+        let f = m.vae_scale_factor as u32;
+        Self { channels: m.latent_channels, height: (pixel_height / f) as usize, width: (pixel_width / f) as usize, pixel_width, pixel_height }
+    }
+    fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// See `Pipeline::condition`.
+struct BatchConditioning {
+    latent_ref: Vec<f32>,
+    concat: Vec<f32>,
+    hidden: Vec<f32>,
+    ip_tokens: Vec<f32>,
+    ip_scale: Vec<f32>,
+}
+
 /// Time spent inside ONNX Runtime, per graph.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Timings {
@@ -149,7 +177,7 @@ pub struct Pipeline {
     pub timings: Timings,
 }
 
-/// Owned tensor data for one ONNX Runtime input.
+/// Borrowed tensor data (shape, values) for one ONNX Runtime input.
 enum Input<'a> {
     F32(Vec<usize>, &'a [f32]),
     I32(Vec<usize>, &'a [i32]),
@@ -306,21 +334,13 @@ impl Pipeline {
         Ok(tokens)
     }
 
-    /// Renders a batch of images that share sampler settings and model size.
-    pub fn render(&mut self, params: &SamplerParams, requests: &[RenderRequest]) -> Result<Vec<Rendered>, PipelineError> {
-        let Some(first) = requests.first() else { return Ok(Vec::new()) };
-        let (mw, mh) = image_io::model_size(first.source.rgb.width(), first.source.rgb.height());
-        if let Some(other) = requests.iter().find(|r| image_io::model_size(r.source.rgb.width(), r.source.rgb.height()) != (mw, mh)) {
-            let (w, h) = other.source.rgb.dimensions();
-            return Err(PipelineError::Input(format!("images of one batch must share a size: {w}×{h} differs from the batch's {mw}×{mh}; batch images by size")));
-        }
+    /// Everything the UNet is conditioned on, for a batch: `latent_ref` per image, the IC-Light
+    /// concat per image, and text embeddings / IP tokens / IP scales for `[cond…, uncond…]` rows.
+    fn condition(&mut self, requests: &[RenderRequest], shape: &LatentShape) -> Result<BatchConditioning, PipelineError> {
         let m = self.bundle.manifest.clone();
         let n = requests.len();
-        let factor = m.vae_scale_factor as u32;
-        let (lh, lw) = ((mh / factor) as usize, (mw / factor) as usize);
-        let lat_c = m.latent_channels;
-        let per_latent = lat_c * lh * lw;
-        let sigmas = self.sigmas(params)?;
+        let (mw, mh) = (shape.pixel_width, shape.pixel_height);
+        let per_latent = shape.len();
 
         // VAE encode every picture the batch needs in one call: sources, then IC-Light foregrounds, then fbc backgrounds.
         let mut pixels = Vec::new();
@@ -347,25 +367,25 @@ impl Pipeline {
             "latent_mean",
             &mut self.timings,
         )?;
-        let mean = |k: usize| &means[k * per_latent..(k + 1) * per_latent];
+        let latent_ref = means[..n * per_latent].iter().map(|v| v * m.latent_scale).collect();
 
         // IC-Light concat: multiplier · [fg | bg] raw means, the same for cond and uncond.
-        let concat_c = m.unet_in_channels - lat_c;
-        let per_concat = concat_c * lh * lw;
+        let per_concat = (m.unet_in_channels - m.latent_channels) * shape.height * shape.width;
         let mut concat = vec![0.0f32; n * per_concat];
         for (i, r) in requests.iter().enumerate() {
             let k = r.strengths.ic_multiplier;
             let row = &mut concat[i * per_concat..(i + 1) * per_concat];
             for (part, chunk) in row.chunks_mut(per_latent).enumerate() {
-                chunk.iter_mut().zip(mean(n * (part + 1) + i)).for_each(|(o, v)| *o = k * v);
+                let mean = &means[(n * (part + 1) + i) * per_latent..][..per_latent];
+                chunk.iter_mut().zip(mean).for_each(|(o, v)| *o = k * v);
             }
         }
 
-        // Text and IP-Adapter conditioning.
         let prompts: Vec<&str> = requests.iter().map(|r| r.prompt.as_str()).chain(requests.iter().map(|r| r.negative.as_str())).collect();
-        let text = self.text_embeddings(&prompts)?;
-        let mut ip_tokens = Vec::new();
-        let mut ip_scale = Vec::new();
+        let hidden = self.text_embeddings(&prompts)?.iter().flat_map(|t| t.iter().copied()).collect();
+
+        // IP-Adapter: scene tokens for cond rows, proj(zeros) for uncond rows; no scene → scale 0.
+        let (mut ip_tokens, mut ip_scale) = (Vec::new(), Vec::new());
         if m.ip_adapter {
             let uncond = self.uncond_ip_tokens()?;
             let mut cond_rows = Vec::with_capacity(n);
@@ -384,36 +404,73 @@ impl Pipeline {
             ip_tokens = cond_rows.iter().flat_map(|t| t.iter().copied()).chain((0..n).flat_map(|_| uncond.iter().copied())).collect();
             ip_scale.extend_from_within(..);
         }
+        Ok(BatchConditioning { latent_ref, concat, hidden, ip_tokens, ip_scale })
+    }
 
-        // Initial latents: x = latent_ref + σ₀·ε (√(1+σ²)·ε when starting from pure noise).
+    /// `x = latent_ref + σ₀·ε`, or `latent_ref + √(1+σ₀²)·ε` when σ₀ is σ_max (ComfyUI's
+    /// max-denoise rule); ε from the image's seed or its injected noise.
+    fn initial_latents(&self, requests: &[RenderRequest], sigmas: &[f32], latent_ref: &[f32], shape: &LatentShape) -> Result<Vec<f32>, PipelineError> {
+        let per_latent = shape.len();
         let sigma0 = sigmas[0] as f64;
         let sigma_max = self.table.sigma_max() as f64;
-        let noise_scale = if (sigma0 - sigma_max).abs() <= 1e-5 * sigma_max.abs().max(sigma0.abs()) || sigma0 > sigma_max {
+        let noise_scale = if (sigma0 - sigma_max).abs() <= 1e-5 * sigma_max.max(sigma0) || sigma0 > sigma_max {
             (1.0 + sigma0 * sigma0).sqrt()
         } else {
             sigma0
         } as f32;
-        let mut x = Vec::with_capacity(n * per_latent);
+        let mut x = Vec::with_capacity(latent_ref.len());
         for (i, r) in requests.iter().enumerate() {
             let eps = match &r.noise {
                 Some(noise) if noise.len() == per_latent => noise.clone(),
                 Some(noise) => {
                     return Err(PipelineError::Input(format!(
-                        "injected noise has {} values but this image needs 1×{lat_c}×{lh}×{lw} = {per_latent}; write it with that NCHW shape",
-                        noise.len()
+                        "injected noise has {} values but this image needs 1×{}×{}×{} = {per_latent}; write it with that NCHW shape",
+                        noise.len(),
+                        shape.channels,
+                        shape.height,
+                        shape.width
                     )));
                 }
                 None => noise::gaussian(r.seed, per_latent),
             };
-            x.extend(mean(i).iter().zip(&eps).map(|(v, e)| v * m.latent_scale + noise_scale * e));
+            x.extend(latent_ref[i * per_latent..(i + 1) * per_latent].iter().zip(&eps).map(|(v, e)| v + noise_scale * e));
         }
+        Ok(x)
+    }
+
+    /// Renders a batch of images that share sampler settings and model size.
+    pub fn render(&mut self, params: &SamplerParams, requests: &[RenderRequest]) -> Result<Vec<Rendered>, PipelineError> {
+        let Some(first) = requests.first() else { return Ok(Vec::new()) };
+        let (mw, mh) = image_io::model_size(first.source.rgb.width(), first.source.rgb.height());
+        if let Some(other) = requests.iter().find(|r| image_io::model_size(r.source.rgb.width(), r.source.rgb.height()) != (mw, mh)) {
+            let (w, h) = other.source.rgb.dimensions();
+            return Err(PipelineError::Input(format!("images of one batch must share a size: {w}×{h} differs from the batch's {mw}×{mh}; batch images by size")));
+        }
+        if let Some(bad) = requests.iter().find(|r| r.mask.len() != (r.source.rgb.width() * r.source.rgb.height()) as usize) {
+            return Err(PipelineError::Input(format!(
+                "foreground mask has {} entries but the image has {} pixels; build it with conditioning::foreground_mask",
+                bad.mask.len(),
+                bad.source.rgb.width() * bad.source.rgb.height()
+            )));
+        }
+        let m = self.bundle.manifest.clone();
+        let n = requests.len();
+        let shape = LatentShape::new(&m, mw, mh);
+        let per_latent = shape.len();
+        let (lat_c, lh, lw) = (shape.channels, shape.height, shape.width);
+        let sigmas = self.sigmas(params)?;
+        let cond = self.condition(requests, &shape)?;
+        let x = self.initial_latents(requests, &sigmas, &cond.latent_ref, &shape)?;
+        let (concat, per_concat) = (&cond.concat, cond.concat.len() / n);
+        let (ip_tokens, ip_scale) = (&cond.ip_tokens, &cond.ip_scale);
+        let text = &cond.hidden;
 
         let cfg: Vec<f32> = requests.iter().map(|r| r.strengths.cfg).collect();
         let with_uncond = cfg.iter().any(|&c| c != 1.0);
         let rows = if with_uncond { 2 * n } else { n };
-        let emb_len = text[0].len();
-        let hidden: Vec<f32> = text[..rows].iter().flat_map(|t| t.iter().copied()).collect();
-        let tokens_len = if n > 0 && m.ip_adapter { ip_tokens.len() / (2 * n) } else { 0 };
+        let emb_len = text.len() / (2 * n);
+        let hidden = &text[..rows * emb_len];
+        let tokens_len = if m.ip_adapter { ip_tokens.len() / (2 * n) } else { 0 };
         let ip_tokens = &ip_tokens[..rows * tokens_len];
         let ip_scale = &ip_scale[..if m.ip_adapter { rows } else { 0 }];
         let c_in = m.unet_in_channels;
@@ -436,7 +493,7 @@ impl Pipeline {
             let mut inputs = vec![
                 ("sample", Input::F32(vec![rows, c_in, lh, lw], &sample_in)),
                 ("timestep", Input::F32(vec![1], &timestep)),
-                ("encoder_hidden_states", Input::F32(vec![rows, emb_len / m.cross_attention_dim, m.cross_attention_dim], &hidden)),
+                ("encoder_hidden_states", Input::F32(vec![rows, emb_len / m.cross_attention_dim, m.cross_attention_dim], hidden)),
             ];
             if m.ip_adapter {
                 inputs.push(("ip_tokens", Input::F32(vec![rows, m.ip_tokens, tokens_len / m.ip_tokens], ip_tokens)));
