@@ -18,6 +18,8 @@ enum Command {
     Augment(cmd::augment::Args),
     /// Print the sigmas and UNet timesteps a sampler would walk.
     Schedule(cmd::schedule::Args),
+    /// Re-hash a run's outputs against its manifest and report every difference.
+    Verify(cmd::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Augment(args) => cmd::augment::run(args),
         Command::Schedule(args) => cmd::schedule::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,7 +55,7 @@ impl fmt::Display for SampleId {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum IdGrammarError {
     #[error("sample id pattern `{pattern}` is not a valid regex ({reason}); fix `sample_id.patterns` in the run spec")]
     BadRegex { pattern: String, reason: String },

@@ -23,13 +23,23 @@ pub enum SpecError {
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
     pub run: RunSection,
+    /// Where the dataset is and where outputs go; needed to submit a run, not to augment one image.
+    pub dataset: Option<DatasetSection>,
     #[serde(default)]
     pub sample_id: SampleIdSection,
+    #[serde(default)]
+    pub filters: FiltersSection,
+    #[serde(default)]
+    pub scenes: ScenesSection,
     pub prompts: PromptSets,
     #[serde(default)]
     pub sampler: SamplerSection,
     #[serde(default)]
     pub conditioning: ConditioningSection,
+    #[serde(default)]
+    pub shards: ShardsSection,
+    #[serde(default)]
+    pub retry: RetrySection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +50,37 @@ pub struct RunSection {
     /// Root of every job seed (DESIGN §4 "Seeds").
     #[serde(default)]
     pub seed: u64,
+    /// Name of the model bundle (bundle.toml `name`) the run needs; workers holding another get no jobs.
+    pub bundle: Option<String>,
+    /// Higher runs are leased first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Outputs per input image (variant 0 mirrors the input path, variant n ≥ 1 lives under `v{n}/`).
+    #[serde(default = "one")]
+    pub variants: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSection {
+    /// Dataset root: `file:///abs/path`, `file://relative/path` or `s3://bucket/prefix`.
+    pub input: String,
+    /// Output root, same forms.
+    pub output: String,
+    /// Folders (relative to the input root) whose images are rendered.
+    pub images: Vec<String>,
+    /// Where an image's label lives: `{dir}` is the image's folder, `{split}` its first path
+    /// component, `{stem}` its file name without extension.
+    pub label_template: Option<String>,
+    /// Files copied byte-for-byte to the output (e.g. `map.txt`).
+    #[serde(default)]
+    pub copy: Vec<String>,
+    /// Where an image's depth map lives (same placeholders plus `{gender}`, `{size}`, `{model}`).
+    pub depth_template: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -51,6 +92,25 @@ pub struct SampleIdSection {
     /// Hair codes that mark a bald model (selects the bald prompt sets).
     #[serde(default)]
     pub bald_hair: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersSection {
+    /// Model keys (`M_Asher_N_HD`) to render; empty means all.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Views (frame numbers) to render, e.g. "1-11,30-45"; empty means all.
+    #[serde(default)]
+    pub views: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenesSection {
+    /// Scene images (IP-Adapter reference, fbc background); each job picks one from its scene stream.
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,34 +133,103 @@ impl PromptSets {
     }
 }
 
-/// Sampler defaults; command-line flags override them.
+/// A parameter given as one value or as a `[lo, hi]` range drawn per job from its own seed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Param<T> {
+    Value(T),
+    Range([T; 2]),
+}
+
+impl<T: Copy + PartialOrd + std::fmt::Display> Param<T> {
+    fn check(&self, name: &str) -> Result<(), String> {
+        match self {
+            Self::Range([lo, hi]) if lo > hi => Err(format!("`{name}` range [{lo}, {hi}] runs backwards; write [low, high]")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Sampler settings; command-line flags override them.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SamplerSection {
     pub sampler: Option<String>,
     pub scheduler: Option<String>,
-    pub steps: Option<u32>,
+    pub steps: Option<Param<u32>>,
     /// Start the schedule at step ⌊steps·t0⌋ (KSamplerAdvanced); exclusive with `denoise`.
-    pub t0: Option<f64>,
+    pub t0: Option<Param<f64>>,
     /// KSampler-style partial denoise in (0, 1]; exclusive with `t0`.
-    pub denoise: Option<f64>,
-    pub cfg: Option<f32>,
+    pub denoise: Option<Param<f64>>,
+    pub cfg: Option<Param<f32>>,
 }
 
-/// Conditioning defaults; command-line flags override them.
+/// Conditioning settings; command-line flags override them.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConditioningSection {
     /// IP-Adapter weight (the `ip_scale` graph input).
-    pub ipa_weight: Option<f32>,
+    pub ipa_weight: Option<Param<f32>>,
     /// IC-Light concat multiplier (0.18215 = training scale; the seed paper used 0.3).
-    pub ic_multiplier: Option<f32>,
+    pub ic_multiplier: Option<Param<f32>>,
     /// Foreground mask source: `color_key`, `depth` or `none`.
     pub foreground: Option<String>,
     /// Largest per-channel difference (0–255) from the key colour still counted as background.
     pub color_key_tolerance: Option<u8>,
     /// `fbc` background latent: `scene`, `gray` or a file path.
     pub background: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardGrouping {
+    /// One shard per anatomical model (the default).
+    #[default]
+    Model,
+    /// One shard for the whole run.
+    Run,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardsSection {
+    #[serde(default)]
+    pub group_by: ShardGrouping,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Claims a job may use before a retryable failure becomes final.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `backoff_max_s`.
+    #[serde(default = "default_backoff_base")]
+    pub backoff_base_s: f64,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_s: f64,
+    /// Expired leases (worker lost) a job may suffer before it fails; they do not use attempts.
+    #[serde(default = "default_max_lost")]
+    pub max_lost: u32,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_backoff_base() -> f64 {
+    10.0
+}
+fn default_backoff_max() -> f64 {
+    600.0
+}
+fn default_max_lost() -> u32 {
+    5
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        Self { max_attempts: default_max_attempts(), backoff_base_s: default_backoff_base(), backoff_max_s: default_backoff_max(), max_lost: default_max_lost() }
+    }
 }
 
 impl RunSpec {
@@ -118,6 +247,26 @@ impl RunSpec {
         if spec.sampler.t0.is_some() && spec.sampler.denoise.is_some() {
             return Err(invalid("set either `sampler.t0` or `sampler.denoise`, not both".into()));
         }
+        let s = &spec.sampler;
+        let c = &spec.conditioning;
+        let checks = [
+            s.steps.map(|p| p.check("sampler.steps")),
+            s.t0.map(|p| p.check("sampler.t0")),
+            s.denoise.map(|p| p.check("sampler.denoise")),
+            s.cfg.map(|p| p.check("sampler.cfg")),
+            c.ipa_weight.map(|p| p.check("conditioning.ipa_weight")),
+            c.ic_multiplier.map(|p| p.check("conditioning.ic_multiplier")),
+        ];
+        for check in checks.into_iter().flatten() {
+            check.map_err(invalid)?;
+        }
+        if spec.run.variants == 0 {
+            return Err(invalid("`run.variants` must be at least 1".into()));
+        }
+        if spec.retry.max_attempts == 0 {
+            return Err(invalid("`retry.max_attempts` must be at least 1".into()));
+        }
+        crate::views::ViewFilter::parse(&spec.filters.views).map_err(|e| invalid(e.to_string()))?;
         spec.grammar()?;
         Ok(spec)
     }
@@ -159,7 +308,10 @@ mod tests {
         let base = EXAMPLE.to_string();
         let cases: Vec<(String, &str)> = vec![
             (base.replace("[run]", "[runn]"), "unknown field"),
-            (base.replace("steps = 28", "steps = \"many\""), "invalid type"),
+            (base.replace("steps = 28", "steps = \"many\""), "did not match any variant"),
+            (base.replace("steps = 28", "steps = [30, 20]"), "runs backwards"),
+            (base.replace("views = \"1-11,30-45,108-118,138-143\"", "views = \"1-x\""), "view filter"),
+            (base.replace("variants = 1", "variants = 0"), "at least 1"),
             (base.replace("steps = 28", "steps = 28\ndenoise = 0.5"), "either `sampler.t0` or `sampler.denoise`"),
             (format!("{base}\n[sample_id]\npatterns = [\"(\"]\n"), "duplicate key"),
             (base.replace("[prompts.bald_male]", "[prompts.bald_mal]"), "unknown field"),

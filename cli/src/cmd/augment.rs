@@ -1,7 +1,7 @@
 //! `acufarm augment`: one image in, one relit image out, through the bundle's full pipeline.
 //! Values come from flags, then the run spec, then the defaults below.
 
-use acufarm_core::RunSpec;
+use acufarm_core::{RunSpec, resolve};
 use acufarm_worker::pipeline::conditioning::{self, Background, ForegroundMode};
 use acufarm_worker::pipeline::engine::{Pipeline, PipelineOptions, RenderRequest, SamplerParams, Scene, Strengths};
 use acufarm_worker::pipeline::image_io;
@@ -14,12 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-const DEFAULT_STEPS: u32 = 20;
-const DEFAULT_T0: f64 = 0.4;
-const DEFAULT_CFG: f32 = 2.0;
-const DEFAULT_IPA_WEIGHT: f32 = 0.6;
-const DEFAULT_IC_MULTIPLIER: f32 = 0.18215;
-const DEFAULT_COLOR_KEY_TOLERANCE: u8 = 12;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +29,8 @@ pub struct Args {
     /// Depth map (brighter = nearer, black background) for `--foreground depth`.
     #[arg(long)]
     depth: Option<PathBuf>,
-    /// Scene image: IP-Adapter reference and the fbc background. Without it the IP-Adapter branch is off.
+    /// Scene image: IP-Adapter reference and the fbc background [default: the job's scene from
+    /// --spec]. Without any scene the IP-Adapter branch is off.
     #[arg(long)]
     scene: Option<PathBuf>,
     /// Run spec: prompts chosen from the input's sample id, and sampler/conditioning defaults.
@@ -47,9 +42,9 @@ pub struct Args {
     /// Negative prompt for the unconditional branch.
     #[arg(long)]
     negative: Option<String>,
-    /// Noise seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Noise seed [default: the job's seed from --spec, else 0].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Steps of the full schedule [default: 20].
     #[arg(long)]
     steps: Option<u32>,
@@ -103,39 +98,46 @@ fn load_image(path: &Path, what: &str) -> anyhow::Result<image::RgbImage> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
+    // With a spec, start from exactly the job the farm would run for this file (variant 0):
+    // its prompt set, drawn parameters, seed and scene. Flags override any of them.
     let spec = args.spec.as_deref().map(RunSpec::load).transpose()?;
-    let sampler_spec = spec.as_ref().map(|s| s.sampler.clone()).unwrap_or_default();
-    let cond_spec = spec.as_ref().map(|s| s.conditioning.clone()).unwrap_or_default();
+    let job = match &spec {
+        Some(spec) => {
+            let name = args.input.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let job = resolve::resolve_job(spec, &spec.grammar()?, name, 0, 0)?;
+            tracing::info!(prompt_set = job.prompt_set.as_str(), seed = job.seed, "job resolved from the run spec");
+            Some(job)
+        }
+        None => None,
+    };
+    let defaults = job.as_ref().map(|j| j.params.clone()).unwrap_or_default();
 
     // Settings first, so a typo fails before any heavy work.
-    let sampler: SamplerKind = args.sampler.as_deref().or(sampler_spec.sampler.as_deref()).unwrap_or("dpmpp_2m").parse()?;
-    let scheduler: SchedulerKind = args.scheduler.as_deref().or(sampler_spec.scheduler.as_deref()).unwrap_or("sgm_uniform").parse()?;
-    let steps = args.steps.or(sampler_spec.steps).unwrap_or(DEFAULT_STEPS);
+    let sampler: SamplerKind = args.sampler.as_deref().unwrap_or(&defaults.sampler).parse()?;
+    let scheduler: SchedulerKind = args.scheduler.as_deref().unwrap_or(&defaults.scheduler).parse()?;
+    let steps = args.steps.unwrap_or(defaults.steps);
     let partial = match (args.t0, args.denoise) {
-        (None, None) => super::partial(sampler_spec.t0.or(sampler_spec.denoise.is_none().then_some(DEFAULT_T0)), sampler_spec.denoise),
+        (None, None) => super::partial(defaults.t0, defaults.denoise),
         (t0, denoise) => super::partial(t0, denoise),
     };
     let params = SamplerParams { sampler, scheduler, steps, partial };
     let strengths = Strengths {
-        cfg: args.cfg.or(sampler_spec.cfg).unwrap_or(DEFAULT_CFG),
-        ipa_weight: args.ipa_weight.or(cond_spec.ipa_weight).unwrap_or(DEFAULT_IPA_WEIGHT),
-        ic_multiplier: args.ic_multiplier.or(cond_spec.ic_multiplier).unwrap_or(DEFAULT_IC_MULTIPLIER),
+        cfg: args.cfg.unwrap_or(defaults.cfg),
+        ipa_weight: args.ipa_weight.unwrap_or(defaults.ipa_weight),
+        ic_multiplier: args.ic_multiplier.unwrap_or(defaults.ic_multiplier),
     };
-    let tolerance = cond_spec.color_key_tolerance.unwrap_or(DEFAULT_COLOR_KEY_TOLERANCE);
-    let default_mode = if args.depth.is_some() { "depth" } else { "color_key" };
-    let mode = conditioning::parse_mode(args.foreground.as_deref().or(cond_spec.foreground.as_deref()).unwrap_or(default_mode), tolerance)?;
+    let default_mode = if args.depth.is_some() && job.is_none() { "depth" } else { &defaults.foreground };
+    let mode = conditioning::parse_mode(args.foreground.as_deref().unwrap_or(default_mode), defaults.color_key_tolerance)?;
     let eps = runtime::parse_ep_list(&args.ep)?;
 
-    let (prompt, negative) = match (&args.prompt, &spec) {
+    let (prompt, negative) = match (&args.prompt, &job) {
         (Some(p), _) => (p.clone(), args.negative.clone().unwrap_or_default()),
-        (None, Some(spec)) => {
-            let name = args.input.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let (category, pair) = spec.prompts_for(name)?;
-            tracing::info!(category = category.as_str(), "prompt set chosen from the sample id");
-            (pair.positive.clone(), args.negative.clone().unwrap_or_else(|| pair.negative.clone()))
-        }
+        (None, Some(job)) => (job.prompt.clone(), args.negative.clone().unwrap_or_else(|| job.negative.clone())),
         (None, None) => bail!("no prompt: pass --prompt TEXT, or --spec run.toml to choose one from the input's sample id"),
     };
+    let seed = args.seed.or(job.as_ref().map(|j| j.seed)).unwrap_or(0);
+    let spec_dir = args.spec.as_deref().and_then(Path::parent).unwrap_or(Path::new("")).to_path_buf();
+    let scene_path = args.scene.clone().or_else(|| job.as_ref().and_then(|j| j.scene.as_ref()).map(|s| spec_dir.join(&s.path)));
 
     let source = image_io::load(&args.input)?;
     image_io::check_output_format(&args.output, source.format)?;
@@ -144,15 +146,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let mask = conditioning::foreground_mask(&source, mode, depth.as_ref())?;
-    let scene = match &args.scene {
+    let scene = match &scene_path {
         Some(path) => Some(Scene { key: path.display().to_string(), image: Arc::new(load_image(path, "scene")?) }),
         None => None,
     };
-    let background = match (&args.background, cond_spec.background.as_deref()) {
+    let background = match (&args.background, defaults.background.as_str()) {
         (Some(path), _) => Background::Image(load_image(path, "background")?),
-        (None, None | Some("scene")) => Background::Scene,
-        (None, Some("gray")) => Background::Gray,
-        (None, Some(path)) => Background::Image(load_image(Path::new(path), "background")?),
+        (None, "scene") => Background::Scene,
+        (None, "gray") => Background::Gray,
+        (None, path) => Background::Image(load_image(&spec_dir.join(path), "background")?),
     };
     let noise = match &args.noise_in {
         Some(path) => Some(npy::read(path).map_err(|e| anyhow!("{e}"))?.data),
@@ -169,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resolution: image_io::model_size(source.rgb.width(), source.rgb.height()),
     };
     let mut pipeline = Pipeline::load(&args.bundle, &options)?;
-    let request = RenderRequest { source: source.clone(), mask, scene, background, prompt, negative, seed: args.seed, noise, strengths };
+    let request = RenderRequest { source: source.clone(), mask, scene, background, prompt, negative, seed, noise, strengths };
     let rendered = pipeline.render(&params, std::slice::from_ref(&request))?.remove(0);
 
     if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {

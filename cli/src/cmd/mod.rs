@@ -1,5 +1,6 @@
 pub mod augment;
 pub mod schedule;
+pub mod verify;
 
 use acufarm_worker::pipeline::schedule::Partial;
 

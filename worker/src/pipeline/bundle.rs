@@ -5,10 +5,8 @@
 //! session reports, so a bundle that disagrees with its graphs is refused at start-up.
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +186,7 @@ impl Bundle {
                 return Err(manifest_err(format!("[graphs.{}] is missing", graph.key())));
             }
         }
-        let bundle = Self { dir: dir.to_path_buf(), sha256: hex(&Sha256::digest(&text)), manifest };
+        let bundle = Self { dir: dir.to_path_buf(), sha256: acufarm_core::manifest::sha256_bytes(&text), manifest };
         for entry in bundle.files() {
             let path = dir.join(&entry.file);
             if !path.is_file() {
@@ -273,23 +271,7 @@ fn names(tensors: &[ActualTensor]) -> String {
     if list.is_empty() { "none".into() } else { list.join(", ") }
 }
 
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use acufarm_core::manifest::{hex, sha256_file};
 
 #[cfg(test)]
 mod tests {

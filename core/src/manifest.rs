@@ -1,0 +1,193 @@
+//! Manifest formats (DESIGN §7): `manifest.jsonl` (one row per output), `manifest.summary.json`,
+//! and `metadata.jsonl` rows that Hugging Face `datasets` (`imagefolder`) loads directly, carrying
+//! each image's keypoints from its label file.
+
+use crate::resolve::{JobParams, SceneChoice};
+use crate::prompt::PromptCategory;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const MANIFEST: &str = "manifest.jsonl";
+pub const SUMMARY: &str = "manifest.summary.json";
+pub const METADATA: &str = "metadata.jsonl";
+
+/// A file and the sha256 of its bytes. Paths are relative to the input or output root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    pub name: String,
+    /// sha256 of bundle.toml, which lists the sha256 of every graph.
+    pub sha256: String,
+}
+
+/// One output image and everything needed to reproduce it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    pub run: String,
+    pub shard: String,
+    pub sample_id: String,
+    pub variant: u32,
+    pub qa_try: u32,
+    pub source: FileRef,
+    pub output: FileRef,
+    /// The label copied beside the output (byte-for-byte, so its hash equals the source label's).
+    pub annotation: Option<FileRef>,
+    pub prompt_set: PromptCategory,
+    pub prompt: String,
+    pub negative: String,
+    pub seed: u64,
+    pub scene: Option<SceneChoice>,
+    pub params: JobParams,
+    pub bundle: BundleRef,
+    pub worker: String,
+    pub execution_provider: String,
+    pub attempt: i32,
+    /// Seconds per stage (e.g. `download`, `render`, `upload`, and per graph inside ONNX Runtime).
+    pub timings: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    #[error("label {path} is not valid JSON ({reason}); fix or replace the file")]
+    Json { path: String, reason: String },
+    #[error("label {path} has no `label` list of points; AcuSim labels look like {{\"label\":[{{\"name\":…,\"coordinate\":{{\"x\":…,\"y\":…}}}}]}}")]
+    Shape { path: String },
+}
+
+/// One keypoint as stored in `metadata.jsonl`: normalised x, y (from the top-left), and the
+/// dataset's `n` (cos of view vs normal) and `h` (depth, metres) where present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Keypoint {
+    pub name: String,
+    pub x: f64,
+    pub y: f64,
+    pub n: Option<f64>,
+    pub h: Option<f64>,
+}
+
+/// Parses an AcuSim label file into keypoints; a malformed label is a clear error.
+pub fn parse_label(bytes: &[u8], path: &str) -> Result<Vec<Keypoint>, LabelError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| LabelError::Json { path: path.to_string(), reason: e.to_string() })?;
+    let points = value.get("label").and_then(|l| l.as_array()).ok_or_else(|| LabelError::Shape { path: path.to_string() })?;
+    points
+        .iter()
+        .map(|p| {
+            let c = p.get("coordinate")?;
+            Some(Keypoint {
+                name: p.get("name")?.as_str()?.to_string(),
+                x: c.get("x")?.as_f64()?,
+                y: c.get("y")?.as_f64()?,
+                n: c.get("n").and_then(|v| v.as_f64()),
+                h: c.get("h").and_then(|v| v.as_f64()),
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| LabelError::Shape { path: path.to_string() })
+}
+
+/// A `metadata.jsonl` row: `file_name` relative to the output root plus the sample's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetadataRow {
+    pub file_name: String,
+    pub sample_id: String,
+    pub variant: u32,
+    pub prompt_set: PromptCategory,
+    pub keypoints: Vec<Keypoint>,
+}
+
+/// `manifest.summary.json`: counts and the run's parameters at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Summary {
+    pub run: String,
+    pub outputs: usize,
+    pub failed: usize,
+    pub failures_by_class: BTreeMap<String, usize>,
+    pub shards: usize,
+    pub seconds_total: f64,
+    /// Mean seconds per stage over all outputs.
+    pub seconds_mean: BTreeMap<String, f64>,
+}
+
+impl Summary {
+    pub fn from_rows(run: &str, rows: &[ManifestRow], failures_by_class: BTreeMap<String, usize>) -> Self {
+        let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+        for row in rows {
+            for (stage, seconds) in &row.timings {
+                *totals.entry(stage.clone()).or_default() += seconds;
+            }
+        }
+        let shards: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.shard.as_str()).collect();
+        let n = rows.len().max(1) as f64;
+        Self {
+            run: run.to_string(),
+            outputs: rows.len(),
+            failed: failures_by_class.values().sum(),
+            failures_by_class,
+            shards: shards.len(),
+            seconds_total: totals.values().sum(),
+            seconds_mean: totals.into_iter().map(|(k, v)| (k, v / n)).collect(),
+        }
+    }
+}
+
+/// sha256 of a file's bytes, hex, streamed.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// sha256 of bytes in memory, hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_acusim_labels() {
+        let text = r#"{"label": [{"name": "LI17_天鼎_left", "coordinate": {"x": 0.6171875, "y": 0.9072265625, "n": -0.67, "h": 0.87}},
+                                  {"name": "GV20", "coordinate": {"x": 0.5, "y": 0.1}}]}"#;
+        let points = parse_label(text.as_bytes(), "a.json").unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0].name, "LI17_天鼎_left");
+        assert_eq!((points[1].x, points[1].n), (0.5, None));
+    }
+
+    #[test]
+    fn table_of_bad_labels() {
+        for (text, want) in [
+            ("", "not valid JSON"),
+            ("{", "not valid JSON"),
+            ("[]", "no `label` list"),
+            (r#"{"label": 3}"#, "no `label` list"),
+            (r#"{"label": [{"name": "x"}]}"#, "no `label` list"),
+            (r#"{"label": [{"name": 1, "coordinate": {"x": 0, "y": 0}}]}"#, "no `label` list"),
+        ] {
+            let msg = parse_label(text.as_bytes(), "bad.json").unwrap_err().to_string();
+            assert!(msg.contains(want) && msg.contains("bad.json"), "{text}: {msg}");
+        }
+    }
+}
