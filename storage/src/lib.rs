@@ -1,0 +1,187 @@
+//! Dataset and output storage over the `object_store` crate: local filesystem (`file://`) and S3
+//! (`s3://bucket/prefix`, configured by the usual `AWS_*` environment variables, e.g.
+//! `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP=true` for an S3-compatible server).
+//!
+//! Paths are `/`-separated and relative to the root the URL names. Results are written to a
+//! staging key first and committed (renamed) to their final key, so a reader never sees a partial
+//! output and a crashed upload leaves only staging objects, which `clean_staging` removes.
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::sync::Arc;
+
+/// Folder (under an output root) that holds uploads not yet committed.
+pub const STAGING: &str = "_staging";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("`{url}` is not a storage location ({reason}); use file:///absolute/path, file://relative/path or s3://bucket/prefix")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot open {url}: {reason}; for S3 set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (and AWS_ENDPOINT_URL for S3-compatible servers)")]
+    Open { url: String, reason: String },
+    #[error("{path} does not exist in {root}; check the dataset layout and the run spec's paths")]
+    NotFound { root: String, path: String },
+    #[error("storage error at {root}/{path}: {reason}")]
+    Io { root: String, path: String, reason: String },
+}
+
+impl StorageError {
+    /// Missing files and bad locations are permanent; other I/O may succeed on a retry.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Io { .. })
+    }
+}
+
+/// One storage root.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    url: String,
+}
+
+impl Storage {
+    /// Opens `file:///abs`, `file://relative` (to the working directory) or `s3://bucket/prefix`.
+    /// A local root is created if missing.
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        Self::open_with(url, std::iter::empty::<(String, String)>())
+    }
+
+    /// Like `open`, with S3 settings given as `aws_*` keys (e.g. `aws_endpoint`, `aws_allow_http`)
+    /// on top of the environment's.
+    pub fn open_with(url: &str, s3_options: impl IntoIterator<Item = (String, String)>) -> Result<Self, StorageError> {
+        let bad = |reason: &str| StorageError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        let open_err = |e: &dyn std::fmt::Display| StorageError::Open { url: url.to_string(), reason: e.to_string() };
+        if let Some(rest) = url.strip_prefix("file://") {
+            if rest.is_empty() {
+                return Err(bad("the path is empty"));
+            }
+            let path = std::path::Path::new(rest);
+            std::fs::create_dir_all(path).map_err(|e| open_err(&e))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| open_err(&e))?;
+            return Ok(Self { store: Arc::new(store), prefix: ObjectPath::default(), url: url.to_string() });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket name"));
+            }
+            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (key, value) in s3_options {
+                let key = key.parse::<object_store::aws::AmazonS3ConfigKey>().map_err(|e| open_err(&e))?;
+                builder = builder.with_config(key, value);
+            }
+            let store = builder.build().map_err(|e| open_err(&e))?;
+            let prefix = ObjectPath::parse(prefix.trim_matches('/')).map_err(|e| bad(&e.to_string()))?;
+            return Ok(Self { store: Arc::new(store), prefix, url: url.to_string() });
+        }
+        Err(bad("unknown scheme"))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn key(&self, rel: &str) -> Result<ObjectPath, StorageError> {
+        let rel = ObjectPath::parse(rel).map_err(|e| StorageError::Io { root: self.url.clone(), path: rel.to_string(), reason: e.to_string() })?;
+        Ok(self.prefix.parts().chain(rel.parts()).collect())
+    }
+
+    fn rel<'a>(&self, key: &'a ObjectPath) -> Option<String> {
+        key.prefix_match(&self.prefix).map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+    }
+
+    fn io(&self, path: &str, e: object_store::Error) -> StorageError {
+        match e {
+            object_store::Error::NotFound { .. } => StorageError::NotFound { root: self.url.clone(), path: path.to_string() },
+            other => StorageError::Io { root: self.url.clone(), path: path.to_string(), reason: other.to_string() },
+        }
+    }
+
+    /// Every object under `under` (relative paths, sorted). Staging objects are left out.
+    pub async fn list(&self, under: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = if under.is_empty() { self.prefix.clone() } else { self.key(under)? };
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(|e| self.io(under, e))?;
+        let mut out: Vec<String> = metas.iter().filter_map(|m| self.rel(&m.location)).filter(|p| !p.starts_with(STAGING)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    pub async fn get(&self, rel: &str) -> Result<Bytes, StorageError> {
+        let key = self.key(rel)?;
+        let result = self.store.get(&key).await.map_err(|e| self.io(rel, e))?;
+        result.bytes().await.map_err(|e| self.io(rel, e))
+    }
+
+    pub async fn exists(&self, rel: &str) -> Result<bool, StorageError> {
+        match self.store.head(&self.key(rel)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.io(rel, e)),
+        }
+    }
+
+    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.store.put(&self.key(rel)?, PutPayload::from_bytes(bytes)).await.map(|_| ()).map_err(|e| self.io(rel, e))
+    }
+
+    pub async fn delete(&self, rel: &str) -> Result<(), StorageError> {
+        match self.store.delete(&self.key(rel)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.io(rel, e)),
+        }
+    }
+
+    /// The staging key of one attempt of one job.
+    pub fn staging_key(run: &str, job: i64, attempt: i32) -> String {
+        format!("{STAGING}/{run}/{job}/{attempt}")
+    }
+
+    /// Moves a staged object to its final key (replacing an earlier output of the same job).
+    /// Committing an already-committed staging key is a no-op when the final object exists, so
+    /// a commit retried after a crash is safe.
+    pub async fn commit(&self, staging: &str, final_rel: &str) -> Result<(), StorageError> {
+        match self.store.rename(&self.key(staging)?, &self.key(final_rel)?).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) if self.exists(final_rel).await? => Ok(()),
+            Err(e) => Err(self.io(staging, e)),
+        }
+    }
+
+    /// Copies bytes from another root unchanged (labels, `map.txt`).
+    pub async fn copy_from(&self, source: &Storage, rel_from: &str, rel_to: &str) -> Result<(), StorageError> {
+        let bytes = source.get(rel_from).await?;
+        self.put(rel_to, bytes).await
+    }
+
+    /// Removes every staging object of a run (or of all runs with `run = None`); returns how many.
+    pub async fn clean_staging(&self, run: Option<&str>) -> Result<usize, StorageError> {
+        let under = match run {
+            Some(run) => format!("{STAGING}/{run}"),
+            None => STAGING.to_string(),
+        };
+        let key = self.key(&under)?;
+        let metas: Vec<_> = self.store.list(Some(&key)).try_collect().await.map_err(|e| self.io(&under, e))?;
+        for meta in &metas {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.io(meta.location.as_ref(), e)),
+            }
+        }
+        Ok(metas.len())
+    }
+
+    /// Number of staging objects left (a finished run leaves none).
+    pub async fn staging_count(&self) -> Result<usize, StorageError> {
+        let key = self.key(STAGING)?;
+        let metas: Vec<_> = self.store.list(Some(&key)).try_collect().await.map_err(|e| self.io(STAGING, e))?;
+        Ok(metas.len())
+    }
+
+    /// sha256 of an object's bytes.
+    pub async fn sha256(&self, rel: &str) -> Result<String, StorageError> {
+        Ok(acufarm_core::manifest::sha256_bytes(&self.get(rel).await?))
+    }
+}
