@@ -1,0 +1,190 @@
+//! Runs resolved jobs: fetches a job's inputs from storage, renders a batch through the pipeline,
+//! stages each output and reports what happened. Shared by the embedded runner and the worker agent.
+//!
+//! Every error is classified where it is born: bad inputs (missing or corrupt image, broken label,
+//! unusable parameters) are permanent; storage hiccups, ONNX Runtime failures and out-of-memory
+//! are retryable.
+
+use crate::pipeline::conditioning::{self, Background};
+use crate::pipeline::engine::{Pipeline, PipelineError, RenderRequest, SamplerParams, Scene, Strengths};
+use crate::pipeline::image_io::{self, SourceImage};
+use crate::pipeline::schedule::Partial;
+use acufarm_core::manifest::{self, sha256_bytes};
+use acufarm_core::{FailureClass, JobSpec};
+use acufarm_storage::{Storage, StorageError};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A job failure with its class and one sentence for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobError {
+    pub class: FailureClass,
+    pub message: String,
+}
+
+impl JobError {
+    fn permanent(message: impl Into<String>) -> Self {
+        Self { class: FailureClass::Permanent, message: message.into() }
+    }
+}
+
+impl From<StorageError> for JobError {
+    fn from(e: StorageError) -> Self {
+        let class = if e.is_retryable() { FailureClass::Retryable } else { FailureClass::Permanent };
+        Self { class, message: e.to_string() }
+    }
+}
+
+impl From<PipelineError> for JobError {
+    fn from(e: PipelineError) -> Self {
+        let class = if e.is_retryable() { FailureClass::Retryable } else { FailureClass::Permanent };
+        Self { class, message: e.to_string() }
+    }
+}
+
+/// Where a job's files live.
+pub struct Roots<'a> {
+    pub input: &'a Storage,
+    pub output: &'a Storage,
+    /// Root that `JobSpec::scene` and a background path are relative to.
+    pub scenes: &'a Storage,
+}
+
+/// A job's decoded inputs.
+pub struct Fetched {
+    pub source: SourceImage,
+    pub source_sha256: String,
+    pub mask: Vec<bool>,
+    pub scene: Option<Scene>,
+    pub background: Background,
+    pub seconds: f64,
+}
+
+/// A staged output, ready for the coordinator to commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staged {
+    pub staging_key: String,
+    pub sha256: String,
+    pub source_sha256: String,
+    pub timings: BTreeMap<String, f64>,
+}
+
+/// Scene images decoded once per worker.
+#[derive(Default)]
+pub struct SceneCache {
+    images: HashMap<String, Arc<image::RgbImage>>,
+}
+
+impl SceneCache {
+    async fn get(&mut self, root: &Storage, path: &str) -> Result<Arc<image::RgbImage>, JobError> {
+        if let Some(img) = self.images.get(path) {
+            return Ok(img.clone());
+        }
+        let bytes = root.get(path).await?;
+        let img = Arc::new(image_io::decode(&bytes, path).map_err(|e| JobError::permanent(format!("scene: {e}")))?.rgb);
+        self.images.insert(path.to_string(), img.clone());
+        Ok(img)
+    }
+}
+
+/// The sampler settings of a job (jobs with equal settings and size can share UNet calls).
+pub fn sampler_params(job: &JobSpec) -> Result<SamplerParams, JobError> {
+    let p = &job.params;
+    let partial = match (p.t0, p.denoise) {
+        (Some(t0), _) => Partial::StartAt(t0),
+        (None, Some(d)) => Partial::Denoise(d),
+        (None, None) => Partial::Full,
+    };
+    Ok(SamplerParams {
+        sampler: p.sampler.parse().map_err(|e| JobError::permanent(format!("{e}")))?,
+        scheduler: p.scheduler.parse().map_err(|e| JobError::permanent(format!("{e}")))?,
+        steps: p.steps,
+        partial,
+    })
+}
+
+/// Downloads and decodes what one job needs; a broken label fails the job here, before rendering.
+pub async fn fetch(job: &JobSpec, roots: &Roots<'_>, scenes: &mut SceneCache) -> Result<Fetched, JobError> {
+    let started = Instant::now();
+    let bytes = roots.input.get(&job.source).await?;
+    let source = image_io::decode(&bytes, &job.source).map_err(|e| JobError::permanent(e.to_string()))?;
+    if let Some(label) = &job.label {
+        let label_bytes = roots.input.get(label).await?;
+        manifest::parse_label(&label_bytes, label).map_err(|e| JobError::permanent(e.to_string()))?;
+    }
+    let depth = match &job.depth {
+        Some(path) => Some(image_io::decode(&roots.input.get(path).await?, path).map_err(|e| JobError::permanent(format!("depth map: {e}")))?),
+        None => None,
+    };
+    let depth_gray = depth.map(|d| image::DynamicImage::ImageRgb8(d.rgb).to_luma8());
+    let mode = conditioning::parse_mode(&job.params.foreground, job.params.color_key_tolerance).map_err(|e| JobError::permanent(e.to_string()))?;
+    let mask = conditioning::foreground_mask(&source, mode, depth_gray.as_ref()).map_err(|e| JobError::permanent(format!("{}: {e}", job.source)))?;
+    let scene = match &job.scene {
+        Some(choice) => Some(Scene { key: choice.path.clone(), image: scenes.get(roots.scenes, &choice.path).await? }),
+        None => None,
+    };
+    let background = match job.params.background.as_str() {
+        "scene" => Background::Scene,
+        "gray" => Background::Gray,
+        path => Background::Image(scenes.get(roots.scenes, path).await?.as_ref().clone()),
+    };
+    Ok(Fetched { source_sha256: sha256_bytes(&bytes), source, mask, scene, background, seconds: started.elapsed().as_secs_f64() })
+}
+
+fn request(job: &JobSpec, fetched: &Fetched) -> RenderRequest {
+    RenderRequest {
+        source: fetched.source.clone(),
+        mask: fetched.mask.clone(),
+        scene: fetched.scene.clone(),
+        background: fetched.background.clone(),
+        prompt: job.prompt.clone(),
+        negative: job.negative.clone(),
+        seed: job.seed,
+        noise: None,
+        strengths: Strengths { cfg: job.params.cfg, ipa_weight: job.params.ipa_weight, ic_multiplier: job.params.ic_multiplier },
+    }
+}
+
+/// Renders jobs that share sampler settings and image size in one batch, stages each output at
+/// `staging_key(i)`, and returns one outcome per job in order. A failure of the batch as a whole
+/// (e.g. out of memory) is reported for every job.
+pub async fn render_and_stage(
+    pipeline: &mut Pipeline,
+    params: &SamplerParams,
+    jobs: &[(JobSpec, Fetched, String)],
+    output: &Storage,
+) -> Vec<Result<Staged, JobError>> {
+    let requests: Vec<RenderRequest> = jobs.iter().map(|(job, fetched, _)| request(job, fetched)).collect();
+    let ort_before = pipeline.timings.total_ort();
+    let started = Instant::now();
+    let rendered = match pipeline.render(params, &requests) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = JobError::from(e);
+            return jobs.iter().map(|_| Err(err.clone())).collect();
+        }
+    };
+    let render_seconds = started.elapsed().as_secs_f64() / jobs.len() as f64;
+    let ort_seconds = (pipeline.timings.total_ort() - ort_before) / jobs.len() as f64;
+    let mut out = Vec::with_capacity(jobs.len());
+    for ((job, fetched, staging_key), r) in jobs.iter().zip(rendered) {
+        let upload_started = Instant::now();
+        let result = async {
+            let bytes = image_io::encode_like(&r.image, &fetched.source).map_err(|e| JobError { class: FailureClass::Retryable, message: format!("cannot encode {}: {e}", job.output) })?;
+            let sha256 = sha256_bytes(&bytes);
+            output.put(staging_key, Bytes::from(bytes)).await?;
+            let timings = BTreeMap::from([
+                ("fetch".to_string(), fetched.seconds),
+                ("render".to_string(), render_seconds),
+                ("onnxruntime".to_string(), ort_seconds),
+                ("upload".to_string(), upload_started.elapsed().as_secs_f64()),
+            ]);
+            Ok(Staged { staging_key: staging_key.clone(), sha256, source_sha256: fetched.source_sha256.clone(), timings })
+        }
+        .await;
+        out.push(result);
+    }
+    out
+}
