@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
-# The main job on one machine: relight the example AcuSim-style render with the committed tiny
-# IC-Light + IP-Adapter bundle. Tiny random weights: the output is noise, by design; the pipeline,
-# schedules, conditioning and file handling are the real ones (see models/README.md for real weights).
+# The main job on one machine: an embedded run (SQLite state, local workers, no services) of the
+# example spec over the tiny AcuSim-layout dataset in examples/acusim-mini, with the committed tiny
+# IC-Light + IP-Adapter bundle, then a verification of every output against the manifest.
+# Tiny random weights: the images are noise, by design; everything else is the real pipeline
+# (see models/README.md for a bundle from real weights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ACUFARM_HOME=${ACUFARM_HOME:-${HOME:-/root}/.cache/acufarm}
 scripts/setup.sh runtime
 cargo build --release --locked -p acufarm-cli
-mkdir -p out
-target/release/acufarm augment \
-  --bundle models/tiny/fc \
-  --spec examples/acusim.toml \
-  --input examples/images/M_Demo_N_HD_0017.png \
-  --scene examples/scenes/warm_room.png \
-  --seed 1 \
-  --output out/M_Demo_N_HD_0017.png
+target/release/acufarm run examples/acusim.toml --bundle models/tiny/fc --state-dir out/.state
+target/release/acufarm verify out/acusim-mini-relit

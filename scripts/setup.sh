@@ -51,13 +51,14 @@ PY
 
 install_python_env() {
   local venv="$HOME_DIR/py" stamp
-  stamp=$(sha256sum "$REPO/scripts/requirements-dev.txt" | cut -c1-16)
+  stamp=$(cat "$REPO/scripts/requirements-dev.txt" "$REPO/scripts/requirements-nodeps.txt" | sha256sum | cut -c1-16)
   if [ -f "$venv/.acufarm-$stamp" ]; then return 0; fi
   ensure_python
   say "creating the Python environment in $venv (torch and friends: a few GB, several minutes the first time)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q -r "$REPO/scripts/requirements-dev.txt"
+  "$venv/bin/pip" install -q --no-deps -r "$REPO/scripts/requirements-nodeps.txt"
   rm -f "$venv"/.acufarm-*
   touch "$venv/.acufarm-$stamp"
 }

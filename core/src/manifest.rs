@@ -90,7 +90,8 @@ pub fn parse_label(bytes: &[u8], path: &str) -> Result<Vec<Keypoint>, LabelError
         .ok_or_else(|| LabelError::Shape { path: path.to_string() })
 }
 
-/// A `metadata.jsonl` row: `file_name` relative to the output root plus the sample's fields.
+/// A `metadata.jsonl` row: `file_name` relative to the metadata file (one per top-level split
+/// folder, as Hugging Face's imagefolder expects) plus the sample's fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetadataRow {
     pub file_name: String,

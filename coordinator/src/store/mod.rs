@@ -1,0 +1,608 @@
+//! The job store: runs, shards and jobs, and every state change a job goes through. One trait, two
+//! implementations (Postgres for the farm, SQLite for embedded mode) held to one conformance suite
+//! (`tests/store_conformance.rs`).
+//!
+//! Most operations follow one shape in both backends: lock the rows a request names, ask the pure
+//! state machine ([`crate::state`]) what to do with each (the `plan_*` functions here), write the
+//! answer back, commit. The claim and the heartbeat are single guarded statements instead, because
+//! they are the hot path; their SQL mirrors [`crate::state::claim`] and [`crate::state::extend`].
+
+pub mod postgres;
+pub mod sqlite;
+
+use crate::error::StoreError;
+use crate::retry::RetryPolicy;
+use crate::state::{self, Completion, Expiry, Failure, JobView, ShardState, Stale, StateCounts};
+use acufarm_core::{Attempt, FailureClass, JobId, JobState, RunId, ShardId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A run to insert with its shards and jobs, all in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Unique among runs: submitting the same name twice is refused unless forced.
+    pub name: String,
+    /// The run spec as submitted (TOML text), kept so a resubmit can re-resolve against it.
+    pub spec: String,
+    /// Higher runs are leased first.
+    pub priority: i32,
+    /// Only workers holding this model bundle may lease the run's jobs.
+    pub bundle_sha256: String,
+    /// Shard keys (by default one per anatomical model).
+    pub shards: Vec<String>,
+    pub jobs: Vec<NewJob>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// One of the run's shard keys.
+    pub shard_key: String,
+    /// The input sample this job re-renders; unique within the run.
+    pub sample_id: String,
+    /// The fully resolved job spec, opaque to the store.
+    pub spec: serde_json::Value,
+}
+
+/// Whether a run's queued jobs may be leased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Active,
+    /// Queued jobs wait; leased ones finish.
+    Paused,
+    /// Every unfinished job was cancelled; final.
+    Cancelled,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunState {
+    type Err = StoreError;
+    fn from_str(text: &str) -> Result<Self> {
+        [Self::Active, Self::Paused, Self::Cancelled]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt { detail: format!("unknown run state `{text}`") })
+    }
+}
+
+/// Parses a job state read from the database.
+pub(crate) fn parse_job_state(text: &str) -> Result<JobState> {
+    text.parse().map_err(|error: acufarm_core::job::UnknownJobState| StoreError::Corrupt { detail: error.to_string() })
+}
+
+/// Reads one column, turning a decoding failure into a store error.
+pub(crate) fn column<'r, R, T>(row: &'r R, name: &'static str) -> Result<T>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get(name).map_err(StoreError::db("reading query results"))
+}
+
+/// Converts a lease or backoff length; lengths beyond chrono's range (centuries) are clamped.
+pub(crate) fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunInfo {
+    pub id: RunId,
+    pub name: String,
+    pub spec: String,
+    pub priority: i32,
+    pub bundle_sha256: String,
+    pub state: RunState,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A worker asking for work.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    pub worker_id: String,
+    /// The bundle the worker has loaded; runs of other bundles are not offered.
+    pub bundle_sha256: String,
+    pub max_jobs: u32,
+    /// How long the worker may hold a job without a heartbeat.
+    pub lease_duration: Duration,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeasedJob {
+    pub job: JobId,
+    pub run: RunId,
+    pub shard: ShardId,
+    /// The fencing token: every report about this job must carry it.
+    pub attempt: Attempt,
+    pub sample_id: String,
+    pub spec: serde_json::Value,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// A job as held by one attempt, for heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct JobAttempt {
+    pub job: JobId,
+    pub attempt: Attempt,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompletionRequest {
+    pub job: JobId,
+    pub attempt: Attempt,
+    /// What the manifest writer needs (output key, sha256, timings); opaque to the store.
+    pub result: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CompletionReport {
+    pub job: JobId,
+    pub attempt: Attempt,
+    pub outcome: Completion,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailureRequest {
+    pub job: JobId,
+    pub attempt: Attempt,
+    pub class: FailureClass,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FailureReport {
+    pub job: JobId,
+    pub attempt: Attempt,
+    pub outcome: Failure,
+}
+
+/// A lease the reaper took back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReapedJob {
+    pub job: JobId,
+    /// The attempt whose lease was lost.
+    pub attempt: Attempt,
+    pub outcome: Expiry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShardStatus {
+    pub shard: ShardId,
+    pub key: String,
+    pub state: ShardState,
+    pub counts: StateCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunStatus {
+    pub run: RunInfo,
+    pub counts: StateCounts,
+    /// In shard id order (the order of the submitted shard keys).
+    pub shards: Vec<ShardStatus>,
+}
+
+/// A failed job to queue again, with its spec re-resolved against the current files and run spec.
+#[derive(Debug, Clone)]
+pub struct Resubmission {
+    pub job: JobId,
+    pub spec: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Resubmitted {
+    /// `failed → queued` with a fresh attempt budget and the new spec.
+    Requeued,
+    /// Only failed jobs are resubmitted; this one is in another state and was left alone.
+    NotFailed {
+        state: JobState,
+    },
+    UnknownJob,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResubmitReport {
+    pub job: JobId,
+    pub outcome: Resubmitted,
+}
+
+/// A finished job, for the manifest writer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SucceededJob {
+    pub job: JobId,
+    pub shard_key: String,
+    pub sample_id: String,
+    pub attempt: Attempt,
+    pub result: serde_json::Value,
+}
+
+/// Everything the coordinator asks of its database. Time is always passed in (`now`), so tests
+/// and the reaper decide what time it is. Futures are `Send` so operations can run on spawned
+/// tasks.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Inserts a run, its shards and its jobs in one transaction. An existing run of that name is
+    /// refused ([`StoreError::RunNameTaken`]) unless `force`, which deletes it and all its jobs.
+    fn create_run(&self, run: &NewRun, force: bool, now: DateTime<Utc>) -> impl Future<Output = Result<RunId>> + Send;
+
+    fn find_run(&self, name: &str) -> impl Future<Output = Result<Option<RunInfo>>> + Send;
+
+    /// Claims up to `max_jobs` queued jobs of active runs with the worker's bundle whose
+    /// `not_before` has passed: highest run priority first, then oldest job. Each claim increments
+    /// the job's attempt. Returned in that order.
+    fn lease(&self, request: &LeaseRequest) -> impl Future<Output = Result<Vec<LeasedJob>>> + Send;
+
+    /// Extends to `now + lease_duration` the leases `worker` still holds; returns those. A job
+    /// missing from the answer was lost: the worker should stop working on it.
+    fn heartbeat(
+        &self,
+        worker: &str,
+        held: &[JobAttempt],
+        lease_duration: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<JobAttempt>>> + Send;
+
+    /// Records a batch of completions in one transaction, one report per request, in order.
+    fn complete(
+        &self,
+        completions: &[CompletionRequest],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<CompletionReport>>> + Send;
+
+    /// Records a batch of failures in one transaction under `policy`, one report per request.
+    fn fail(
+        &self,
+        failures: &[FailureRequest],
+        policy: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<FailureReport>>> + Send;
+
+    /// Takes back every lease that expired at or before `now`: back to queued (attempt untouched,
+    /// `lost` + 1) or failed past `policy.max_lost`.
+    fn reap_expired(
+        &self,
+        policy: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ReapedJob>>> + Send;
+
+    fn run_status(&self, run: RunId) -> impl Future<Output = Result<RunStatus>> + Send;
+
+    /// Queues failed jobs again with a new spec and a fresh attempt budget, in one transaction.
+    fn resubmit(
+        &self,
+        jobs: &[Resubmission],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ResubmitReport>>> + Send;
+
+    /// Cancels the run and every job of it not yet finished; later reports of those jobs are
+    /// stale. Cancelling a cancelled run does nothing.
+    fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stops leasing the run's queued jobs; leased ones run to the end.
+    fn pause_run(&self, run: RunId, now: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+
+    fn resume_run(&self, run: RunId, now: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+
+    /// The succeeded jobs of a run with their results, in job order, for the manifest writer.
+    fn succeeded_jobs(&self, run: RunId) -> impl Future<Output = Result<Vec<SucceededJob>>> + Send;
+}
+
+/// What a batch operation writes back for one job. Fields left `None` keep their value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobWrite {
+    pub id: JobId,
+    pub state: JobState,
+    pub lost: u32,
+    pub not_before: Option<DateTime<Utc>>,
+    pub result: Option<serde_json::Value>,
+    pub failure_class: Option<FailureClass>,
+    pub last_error: Option<String>,
+    pub attempt_base: Option<Attempt>,
+    pub spec: Option<serde_json::Value>,
+}
+
+impl JobWrite {
+    fn new(id: JobId, state: JobState, view: &JobView) -> Self {
+        Self {
+            id,
+            state,
+            lost: view.lost,
+            not_before: None,
+            result: None,
+            failure_class: None,
+            last_error: None,
+            attempt_base: None,
+            spec: None,
+        }
+    }
+}
+
+/// Decides a batch of completions. A job completed twice in one batch is accepted once and then
+/// reported as a duplicate, as if the requests had come one by one.
+pub(crate) fn plan_complete(
+    views: &mut HashMap<JobId, JobView>,
+    requests: &[CompletionRequest],
+) -> (Vec<CompletionReport>, Vec<JobWrite>) {
+    let mut reports = Vec::with_capacity(requests.len());
+    let mut writes = Vec::new();
+    for request in requests {
+        let outcome = match views.get_mut(&request.job) {
+            None => Completion::Stale(Stale::UnknownJob),
+            Some(view) => {
+                let outcome = state::complete(view, request.attempt);
+                if outcome == Completion::Accepted {
+                    writes.push(JobWrite {
+                        result: Some(request.result.clone()),
+                        ..JobWrite::new(request.job, JobState::Succeeded, view)
+                    });
+                    view.state = JobState::Succeeded;
+                    view.holder = None;
+                }
+                outcome
+            }
+        };
+        reports.push(CompletionReport { job: request.job, attempt: request.attempt, outcome });
+    }
+    (reports, writes)
+}
+
+/// Decides a batch of failures under `policy`.
+pub(crate) fn plan_fail(
+    views: &mut HashMap<JobId, JobView>,
+    requests: &[FailureRequest],
+    policy: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> (Vec<FailureReport>, Vec<JobWrite>) {
+    let mut reports = Vec::with_capacity(requests.len());
+    let mut writes = Vec::new();
+    for request in requests {
+        let outcome = match views.get_mut(&request.job) {
+            None => Failure::Stale(Stale::UnknownJob),
+            Some(view) => {
+                let outcome = state::fail(view, request.attempt, request.class, policy);
+                let new_state = match outcome {
+                    Failure::Retry { .. } => Some(JobState::Queued),
+                    Failure::Failed { .. } => Some(JobState::Failed),
+                    Failure::Stale(_) => None,
+                };
+                if let Some(new_state) = new_state {
+                    let not_before = match outcome {
+                        Failure::Retry { backoff } => Some(now + chrono_duration(backoff)),
+                        _ => None,
+                    };
+                    writes.push(JobWrite {
+                        not_before,
+                        failure_class: Some(request.class),
+                        last_error: Some(request.message.clone()),
+                        ..JobWrite::new(request.job, new_state, view)
+                    });
+                    view.state = new_state;
+                    view.holder = None;
+                }
+                outcome
+            }
+        };
+        reports.push(FailureReport { job: request.job, attempt: request.attempt, outcome });
+    }
+    (reports, writes)
+}
+
+/// Decides what happens to jobs whose leases expired.
+pub(crate) fn plan_reap(expired: &[(JobId, JobView)], policy: &RetryPolicy) -> (Vec<ReapedJob>, Vec<JobWrite>) {
+    let mut reaped = Vec::with_capacity(expired.len());
+    let mut writes = Vec::with_capacity(expired.len());
+    for (id, view) in expired {
+        let Some(outcome) = state::expire(view, policy) else { continue };
+        let write = match outcome {
+            Expiry::Requeue { lost } => JobWrite { lost, ..JobWrite::new(*id, JobState::Queued, view) },
+            Expiry::Fail { lost } => JobWrite {
+                lost,
+                failure_class: Some(FailureClass::Retryable),
+                last_error: Some(format!(
+                    "lost its lease {lost} times, more than the {} allowed; the job may be crashing its workers",
+                    policy.max_lost
+                )),
+                ..JobWrite::new(*id, JobState::Failed, view)
+            },
+        };
+        writes.push(write);
+        reaped.push(ReapedJob { job: *id, attempt: view.attempt, outcome });
+    }
+    (reaped, writes)
+}
+
+/// Decides a batch of resubmissions.
+pub(crate) fn plan_resubmit(
+    views: &mut HashMap<JobId, JobView>,
+    requests: &[Resubmission],
+    now: DateTime<Utc>,
+) -> (Vec<ResubmitReport>, Vec<JobWrite>) {
+    let mut reports = Vec::with_capacity(requests.len());
+    let mut writes = Vec::new();
+    for request in requests {
+        let outcome = match views.get_mut(&request.job) {
+            None => Resubmitted::UnknownJob,
+            Some(view) => match state::resubmit(view) {
+                Err(state) => Resubmitted::NotFailed { state },
+                Ok(attempt_base) => {
+                    writes.push(JobWrite {
+                        lost: 0,
+                        not_before: Some(now),
+                        attempt_base: Some(attempt_base),
+                        spec: Some(request.spec.clone()),
+                        ..JobWrite::new(request.job, JobState::Queued, view)
+                    });
+                    view.state = JobState::Queued;
+                    Resubmitted::Requeued
+                }
+            },
+        };
+        reports.push(ResubmitReport { job: request.job, outcome });
+    }
+    (reports, writes)
+}
+
+/// Shard statuses from per-(shard, state) counts, in shard id order.
+pub(crate) fn shard_statuses(shards: Vec<(ShardId, String)>, counts: &[(ShardId, JobState, u64)]) -> Vec<ShardStatus> {
+    let mut by_shard: HashMap<ShardId, StateCounts> = HashMap::new();
+    for (shard, state, count) in counts {
+        by_shard.entry(*shard).or_default().add(*state, *count);
+    }
+    let mut statuses: Vec<ShardStatus> = shards
+        .into_iter()
+        .map(|(shard, key)| {
+            let counts = by_shard.get(&shard).copied().unwrap_or_default();
+            ShardStatus { shard, key, state: state::shard_state(&counts), counts }
+        })
+        .collect();
+    statuses.sort_by_key(|status| status.shard);
+    statuses
+}
+
+/// What an operator does to a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunAction {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+/// The run's next state, `None` when the action changes nothing (pausing a paused run), or an
+/// error when it cannot apply (a cancelled run is final).
+pub(crate) fn run_transition(run: RunId, current: RunState, action: RunAction) -> Result<Option<RunState>> {
+    match (current, action) {
+        (RunState::Cancelled, RunAction::Cancel) => Ok(None),
+        (_, RunAction::Cancel) => Ok(Some(RunState::Cancelled)),
+        (RunState::Cancelled, RunAction::Pause) => Err(StoreError::RunCancelled { run, action: "paused" }),
+        (RunState::Cancelled, RunAction::Resume) => Err(StoreError::RunCancelled { run, action: "resumed" }),
+        (RunState::Active, RunAction::Pause) => Ok(Some(RunState::Paused)),
+        (RunState::Paused, RunAction::Resume) => Ok(Some(RunState::Active)),
+        (RunState::Paused, RunAction::Pause) | (RunState::Active, RunAction::Resume) => Ok(None),
+    }
+}
+
+/// Checks a run before any write: shard keys unique, every job in a known shard, sample ids
+/// unique. Doing it here turns a constraint violation deep in a bulk insert into a sentence.
+pub(crate) fn validate_new_run(run: &NewRun) -> Result<()> {
+    let invalid = |reason: String| StoreError::InvalidRun { name: run.name.clone(), reason };
+    if run.name.trim().is_empty() {
+        return Err(invalid("the run name is empty".into()));
+    }
+    let mut shard_keys = std::collections::HashSet::new();
+    for key in &run.shards {
+        if !shard_keys.insert(key.as_str()) {
+            return Err(invalid(format!("shard `{key}` is listed twice")));
+        }
+    }
+    let mut samples = std::collections::HashSet::new();
+    for job in &run.jobs {
+        if !shard_keys.contains(job.shard_key.as_str()) {
+            return Err(invalid(format!(
+                "job `{}` names shard `{}`, which the run does not have",
+                job.sample_id, job.shard_key
+            )));
+        }
+        if !samples.insert(job.sample_id.as_str()) {
+            return Err(invalid(format!("sample `{}` appears in two jobs", job.sample_id)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PG_SCHEMA: &str = include_str!("../../../migrations/postgres/20261125000000_jobs.sql");
+    const SQLITE_SCHEMA: &str = include_str!("../../../migrations/sqlite/20261125000000_jobs.sql");
+
+    #[test]
+    fn both_schemas_allow_exactly_the_job_states_of_core() {
+        let listed = JobState::ALL.map(|state| format!("'{state}'")).join(", ");
+        for schema in [PG_SCHEMA, SQLITE_SCHEMA] {
+            assert!(schema.contains(&format!("state IN ({listed})")), "schema's job state CHECK must list {listed}");
+        }
+    }
+
+    fn new_run(shards: &[&str], jobs: &[(&str, &str)]) -> NewRun {
+        NewRun {
+            name: "r".into(),
+            spec: String::new(),
+            priority: 0,
+            bundle_sha256: "b".into(),
+            shards: shards.iter().map(|key| key.to_string()).collect(),
+            jobs: jobs
+                .iter()
+                .map(|(shard, sample)| NewJob {
+                    shard_key: shard.to_string(),
+                    sample_id: sample.to_string(),
+                    spec: serde_json::json!({}),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_unknown_shard_and_duplicate_sample() {
+        assert!(validate_new_run(&new_run(&["m1"], &[("m1", "a"), ("m1", "b")])).is_ok());
+        let unknown = validate_new_run(&new_run(&["m1"], &[("m2", "a")])).unwrap_err().to_string();
+        assert!(unknown.contains("job `a` names shard `m2`"), "{unknown}");
+        let twice = validate_new_run(&new_run(&["m1"], &[("m1", "a"), ("m1", "a")])).unwrap_err().to_string();
+        assert!(twice.contains("sample `a` appears in two jobs"), "{twice}");
+    }
+
+    #[test]
+    fn run_transitions_pause_resume_and_cancel() {
+        let run = RunId(1);
+        assert_eq!(run_transition(run, RunState::Active, RunAction::Pause).unwrap(), Some(RunState::Paused));
+        assert_eq!(run_transition(run, RunState::Paused, RunAction::Pause).unwrap(), None);
+        assert_eq!(run_transition(run, RunState::Paused, RunAction::Resume).unwrap(), Some(RunState::Active));
+        assert_eq!(run_transition(run, RunState::Active, RunAction::Resume).unwrap(), None);
+        assert_eq!(run_transition(run, RunState::Paused, RunAction::Cancel).unwrap(), Some(RunState::Cancelled));
+        assert_eq!(run_transition(run, RunState::Cancelled, RunAction::Cancel).unwrap(), None);
+        let error = run_transition(run, RunState::Cancelled, RunAction::Resume).unwrap_err().to_string();
+        assert_eq!(error, "run 1 is cancelled, so it cannot be resumed; submit it again with --force instead");
+    }
+
+    #[test]
+    fn a_job_completed_twice_in_one_batch_is_accepted_then_duplicate() {
+        let view = JobView {
+            state: JobState::Leased,
+            attempt: Attempt(1),
+            attempt_base: Attempt(0),
+            lost: 0,
+            holder: Some("w".into()),
+        };
+        let mut views = HashMap::from([(JobId(7), view)]);
+        let request = CompletionRequest { job: JobId(7), attempt: Attempt(1), result: serde_json::json!({"k": 1}) };
+        let (reports, writes) = plan_complete(&mut views, &[request.clone(), request]);
+        let outcomes: Vec<_> = reports.iter().map(|report| report.outcome).collect();
+        assert_eq!(outcomes, [Completion::Accepted, Completion::Duplicate]);
+        assert_eq!(writes.len(), 1);
+    }
+}

@@ -1,0 +1,421 @@
+//! The Postgres store: the farm's truth. The claim is one `FOR UPDATE SKIP LOCKED` statement so
+//! any number of coordinator replicas can hand out work without handing a job out twice; batch
+//! operations lock their rows in id order, decide with [`crate::state`] and write back with one
+//! `unnest` update.
+
+use super::{
+    CompletionReport, CompletionRequest, FailureReport, FailureRequest, ReapedJob, Resubmission, ResubmitReport,
+};
+use super::{
+    JobAttempt, JobWrite, LeaseRequest, LeasedJob, NewRun, Result, RunAction, RunInfo, RunState, RunStatus, Store,
+    SucceededJob, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
+    run_transition, shard_statuses, validate_new_run,
+};
+use crate::error::{StoreError, redact_url};
+use crate::retry::RetryPolicy;
+use crate::state::{JobView, StateCounts};
+use acufarm_core::{Attempt, JobId, RunId, ShardId};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Transaction};
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const LEASE: &str = include_str!("sql/postgres/lease.sql");
+const HEARTBEAT: &str = include_str!("sql/postgres/heartbeat.sql");
+const LOCK_JOBS: &str = include_str!("sql/postgres/lock_jobs.sql");
+const LOCK_EXPIRED: &str = include_str!("sql/postgres/lock_expired.sql");
+const WRITE_JOBS: &str = include_str!("sql/postgres/write_jobs.sql");
+const INSERT_SHARDS: &str = include_str!("sql/postgres/insert_shards.sql");
+const INSERT_JOBS: &str = include_str!("sql/postgres/insert_jobs.sql");
+const CANCEL_JOBS: &str = include_str!("sql/postgres/cancel_jobs.sql");
+const SHARD_COUNTS: &str = include_str!("sql/postgres/shard_counts.sql");
+const SUCCEEDED_JOBS: &str = include_str!("sql/postgres/succeeded_jobs.sql");
+const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, state, created_at";
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user[:password]@host:port/database`); fails at once, with
+    /// the URL (password masked) in the message, when the database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Unreachable { url: redact_url(url), source })?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/postgres`; safe to run from several replicas at once
+    /// (sqlx serializes them with an advisory lock).
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("../migrations/postgres").run(&self.pool).await.map_err(|source| StoreError::Migrate { source })
+    }
+
+    async fn begin(&self, operation: &'static str) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(StoreError::db(operation))
+    }
+
+    async fn run_info(&self, run: RunId) -> Result<RunInfo> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+            .bind(run.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a run"))?;
+        row.map(|row| run_from_row(&row)).transpose()?.ok_or(StoreError::RunNotFound { run })
+    }
+
+    async fn change_run(&self, run: RunId, action: RunAction, now: DateTime<Utc>) -> Result<()> {
+        const OPERATION: &str = "changing a run's state";
+        let mut tx = self.begin(OPERATION).await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1 FOR UPDATE")
+            .bind(run.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let current: RunState = current.ok_or(StoreError::RunNotFound { run })?.parse()?;
+        let Some(next) = run_transition(run, current, action)? else { return Ok(()) };
+        sqlx::query("UPDATE runs SET state = $2, updated_at = $3 WHERE id = $1")
+            .bind(run.0)
+            .bind(next.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        if next == RunState::Cancelled {
+            sqlx::query(CANCEL_JOBS)
+                .bind(run.0)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+        }
+        tx.commit().await.map_err(StoreError::db(OPERATION))
+    }
+}
+
+fn run_from_row(row: &PgRow) -> Result<RunInfo> {
+    Ok(RunInfo {
+        id: RunId(column(row, "id")?),
+        name: column(row, "name")?,
+        spec: column(row, "spec")?,
+        priority: column(row, "priority")?,
+        bundle_sha256: column(row, "bundle_sha256")?,
+        state: column::<_, String>(row, "state")?.parse()?,
+        created_at: column(row, "created_at")?,
+    })
+}
+
+fn view_from_row(row: &PgRow) -> Result<(JobId, JobView)> {
+    let id = JobId(column(row, "id")?);
+    let lost: i32 = column(row, "lost")?;
+    let view = JobView {
+        state: parse_job_state(&column::<_, String>(row, "state")?)?,
+        attempt: Attempt(column(row, "attempt")?),
+        attempt_base: Attempt(column(row, "attempt_base")?),
+        lost: u32::try_from(lost).map_err(|_| StoreError::Corrupt { detail: format!("job {id} has lost = {lost}") })?,
+        holder: column(row, "leased_by")?,
+    };
+    Ok((id, view))
+}
+
+/// Locks the named jobs and returns what the state machine needs to know about them.
+async fn lock_jobs(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: Vec<i64>,
+    operation: &'static str,
+) -> Result<HashMap<JobId, JobView>> {
+    let rows = sqlx::query(LOCK_JOBS).bind(ids).fetch_all(&mut **tx).await.map_err(StoreError::db(operation))?;
+    rows.iter().map(view_from_row).collect()
+}
+
+/// Writes a batch of decisions in one statement.
+async fn write_jobs(
+    tx: &mut Transaction<'_, Postgres>,
+    writes: &[JobWrite],
+    now: DateTime<Utc>,
+    operation: &'static str,
+) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let json = |value: &Option<serde_json::Value>| value.as_ref().map(serde_json::Value::to_string);
+    sqlx::query(WRITE_JOBS)
+        .bind(writes.iter().map(|write| write.id.0).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| write.state.as_str()).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| write.lost as i32).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| write.not_before).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| json(&write.result)).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| write.failure_class.map(|class| class.as_str())).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| write.last_error.clone()).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| write.attempt_base.map(|attempt| attempt.0)).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| json(&write.spec)).collect::<Vec<_>>())
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::db(operation))?;
+    Ok(())
+}
+
+impl Store for PgStore {
+    async fn create_run(&self, run: &NewRun, force: bool, now: DateTime<Utc>) -> Result<RunId> {
+        const OPERATION: &str = "creating a run";
+        validate_new_run(run)?;
+        let mut tx = self.begin(OPERATION).await?;
+        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE name = $1 FOR UPDATE")
+            .bind(&run.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        if let Some(existing) = existing {
+            if !force {
+                return Err(StoreError::RunNameTaken { name: run.name.clone() });
+            }
+            tracing::info!(run_id = existing, name = %run.name, "replacing run (--force)");
+            sqlx::query("DELETE FROM runs WHERE id = $1")
+                .bind(existing)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+        }
+        let inserted = sqlx::query_scalar(
+            "INSERT INTO runs (name, spec, priority, bundle_sha256, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        )
+        .bind(&run.name)
+        .bind(&run.spec)
+        .bind(run.priority)
+        .bind(&run.bundle_sha256)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let run_id: i64 = match inserted {
+            Ok(id) => id,
+            // Another submit of the same name committed between our check and our insert.
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                return Err(StoreError::RunNameTaken { name: run.name.clone() });
+            }
+            Err(error) => return Err(StoreError::db(OPERATION)(error)),
+        };
+        let shard_rows = sqlx::query(INSERT_SHARDS)
+            .bind(run_id)
+            .bind(&run.shards)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let mut shard_ids = HashMap::with_capacity(shard_rows.len());
+        for row in &shard_rows {
+            shard_ids.insert(column::<_, String>(row, "key")?, column::<_, i64>(row, "id")?);
+        }
+        // validate_new_run checked that every job's shard exists.
+        let job_shards: Vec<i64> = run.jobs.iter().map(|job| shard_ids[&job.shard_key]).collect();
+        let samples: Vec<&str> = run.jobs.iter().map(|job| job.sample_id.as_str()).collect();
+        let specs: Vec<String> = run.jobs.iter().map(|job| job.spec.to_string()).collect();
+        sqlx::query(INSERT_JOBS)
+            .bind(run_id)
+            .bind(job_shards)
+            .bind(samples)
+            .bind(specs)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        tracing::info!(run_id, name = %run.name, shards = run.shards.len(), jobs = run.jobs.len(), "run created");
+        Ok(RunId(run_id))
+    }
+
+    async fn find_run(&self, name: &str) -> Result<Option<RunInfo>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE name = $1")))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("finding a run"))?;
+        row.map(|row| run_from_row(&row)).transpose()
+    }
+
+    async fn lease(&self, request: &LeaseRequest) -> Result<Vec<LeasedJob>> {
+        const OPERATION: &str = "leasing jobs";
+        if request.max_jobs == 0 {
+            return Ok(Vec::new());
+        }
+        let expires = request.now + chrono_duration(request.lease_duration);
+        let rows = sqlx::query(LEASE)
+            .bind(&request.worker_id)
+            .bind(&request.bundle_sha256)
+            .bind(i64::from(request.max_jobs))
+            .bind(request.now)
+            .bind(expires)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let read = |row: &PgRow| -> Result<(i32, LeasedJob)> {
+            Ok((
+                column(row, "priority")?,
+                LeasedJob {
+                    job: JobId(column(row, "id")?),
+                    run: RunId(column(row, "run_id")?),
+                    shard: ShardId(column(row, "shard_id")?),
+                    attempt: Attempt(column(row, "attempt")?),
+                    sample_id: column(row, "sample_id")?,
+                    spec: column(row, "spec")?,
+                    lease_expires_at: expires,
+                },
+            ))
+        };
+        let mut leased = rows.iter().map(read).collect::<Result<Vec<_>>>()?;
+        // RETURNING has no order; hand jobs out in the order they were chosen.
+        leased.sort_by_key(|(priority, job)| (Reverse(*priority), job.job));
+        Ok(leased.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        held: &[JobAttempt],
+        lease_duration: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobAttempt>> {
+        const OPERATION: &str = "extending leases";
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(HEARTBEAT)
+            .bind(held.iter().map(|held| held.job.0).collect::<Vec<_>>())
+            .bind(held.iter().map(|held| held.attempt.0).collect::<Vec<_>>())
+            .bind(worker)
+            .bind(now + chrono_duration(lease_duration))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let mut extended = std::collections::HashSet::with_capacity(rows.len());
+        for row in &rows {
+            extended.insert(JobAttempt { job: JobId(column(row, "id")?), attempt: Attempt(column(row, "attempt")?) });
+        }
+        Ok(held.iter().copied().filter(|held| extended.contains(held)).collect())
+    }
+
+    async fn complete(&self, completions: &[CompletionRequest], now: DateTime<Utc>) -> Result<Vec<CompletionReport>> {
+        const OPERATION: &str = "completing jobs";
+        let mut tx = self.begin(OPERATION).await?;
+        let mut views =
+            lock_jobs(&mut tx, completions.iter().map(|request| request.job.0).collect(), OPERATION).await?;
+        let (reports, writes) = plan_complete(&mut views, completions);
+        write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(reports)
+    }
+
+    async fn fail(
+        &self,
+        failures: &[FailureRequest],
+        policy: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FailureReport>> {
+        const OPERATION: &str = "recording job failures";
+        let mut tx = self.begin(OPERATION).await?;
+        let mut views = lock_jobs(&mut tx, failures.iter().map(|request| request.job.0).collect(), OPERATION).await?;
+        let (reports, writes) = plan_fail(&mut views, failures, policy, now);
+        write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(reports)
+    }
+
+    async fn reap_expired(&self, policy: &RetryPolicy, now: DateTime<Utc>) -> Result<Vec<ReapedJob>> {
+        const OPERATION: &str = "reaping expired leases";
+        let mut tx = self.begin(OPERATION).await?;
+        let rows = sqlx::query(LOCK_EXPIRED).bind(now).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
+        let expired = rows.iter().map(view_from_row).collect::<Result<Vec<_>>>()?;
+        let (reaped, writes) = plan_reap(&expired, policy);
+        write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(reaped)
+    }
+
+    async fn run_status(&self, run: RunId) -> Result<RunStatus> {
+        const OPERATION: &str = "reading run status";
+        let info = self.run_info(run).await?;
+        // One snapshot, so the shard list and the counts agree.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let shard_rows = sqlx::query("SELECT id, key FROM shards WHERE run_id = $1 ORDER BY id")
+            .bind(run.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let count_rows =
+            sqlx::query(SHARD_COUNTS).bind(run.0).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        let shards = shard_rows
+            .iter()
+            .map(|row| Ok((ShardId(column(row, "id")?), column(row, "key")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut counts = Vec::with_capacity(count_rows.len());
+        let mut total = StateCounts::default();
+        for row in &count_rows {
+            let shard = ShardId(column(row, "shard_id")?);
+            let state = parse_job_state(&column::<_, String>(row, "state")?)?;
+            let jobs = column::<_, i64>(row, "jobs")? as u64;
+            total.add(state, jobs);
+            counts.push((shard, state, jobs));
+        }
+        Ok(RunStatus { run: info, counts: total, shards: shard_statuses(shards, &counts) })
+    }
+
+    async fn resubmit(&self, jobs: &[Resubmission], now: DateTime<Utc>) -> Result<Vec<ResubmitReport>> {
+        const OPERATION: &str = "resubmitting jobs";
+        let mut tx = self.begin(OPERATION).await?;
+        let mut views = lock_jobs(&mut tx, jobs.iter().map(|request| request.job.0).collect(), OPERATION).await?;
+        let (reports, writes) = plan_resubmit(&mut views, jobs, now);
+        write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(reports)
+    }
+
+    async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        self.change_run(run, RunAction::Cancel, now).await
+    }
+
+    async fn pause_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        self.change_run(run, RunAction::Pause, now).await
+    }
+
+    async fn resume_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        self.change_run(run, RunAction::Resume, now).await
+    }
+
+    async fn succeeded_jobs(&self, run: RunId) -> Result<Vec<SucceededJob>> {
+        const OPERATION: &str = "listing succeeded jobs";
+        self.run_info(run).await?;
+        let rows =
+            sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch_all(&self.pool).await.map_err(StoreError::db(OPERATION))?;
+        rows.iter()
+            .map(|row| {
+                Ok(SucceededJob {
+                    job: JobId(column(row, "id")?),
+                    shard_key: column(row, "shard_key")?,
+                    sample_id: column(row, "sample_id")?,
+                    attempt: Attempt(column(row, "attempt")?),
+                    result: column(row, "result")?,
+                })
+            })
+            .collect()
+    }
+}

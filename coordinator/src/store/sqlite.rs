@@ -1,0 +1,462 @@
+//! The SQLite store for embedded mode (`acufarm run`): one file, no service. Every write runs in a
+//! `BEGIN IMMEDIATE` transaction, which takes SQLite's single write lock up front: a claim's
+//! select and update cannot interleave with another claim, and a transaction never has to upgrade
+//! a read lock (which SQLite answers with SQLITE_BUSY instead of waiting).
+
+use super::{
+    CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobWrite, LeaseRequest, LeasedJob,
+    NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store,
+    SucceededJob, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
+    run_transition, shard_statuses, validate_new_run,
+};
+use crate::error::StoreError;
+use crate::retry::RetryPolicy;
+use crate::state::{JobView, StateCounts};
+use acufarm_core::{Attempt, JobId, RunId, ShardId};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+const LEASE_CANDIDATES: &str = include_str!("sql/sqlite/lease_candidates.sql");
+const LEASE_UPDATE: &str = include_str!("sql/sqlite/lease_update.sql");
+const HEARTBEAT: &str = include_str!("sql/sqlite/heartbeat.sql");
+const LOAD_JOBS: &str = include_str!("sql/sqlite/load_jobs.sql");
+const LOAD_EXPIRED: &str = include_str!("sql/sqlite/load_expired.sql");
+const WRITE_JOB: &str = include_str!("sql/sqlite/write_job.sql");
+const CANCEL_JOBS: &str = include_str!("sql/sqlite/cancel_jobs.sql");
+const SHARD_COUNTS: &str = include_str!("sql/sqlite/shard_counts.sql");
+const SUCCEEDED_JOBS: &str = include_str!("sql/sqlite/succeeded_jobs.sql");
+const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, state, created_at";
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// A time as stored: UTC, fixed width, so text order is time order.
+fn timestamp(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|error| StoreError::Corrupt { detail: format!("timestamp `{text}`: {error}") })
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt { detail: format!("stored JSON: {error}") })
+}
+
+/// Ids as a JSON array, the one parameter `json_each` expands into a set.
+fn id_array(ids: impl Iterator<Item = i64>) -> String {
+    serde_json::Value::from(ids.collect::<Vec<_>>()).to_string()
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Unreachable { url: format!("sqlite://{}", path.display()), source })?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/sqlite`.
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("../migrations/sqlite").run(&self.pool).await.map_err(|source| StoreError::Migrate { source })
+    }
+
+    async fn begin_write(&self, operation: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::db(operation))
+    }
+
+    async fn run_info(&self, run: RunId) -> Result<RunInfo> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+            .bind(run.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a run"))?;
+        row.map(|row| run_from_row(&row)).transpose()?.ok_or(StoreError::RunNotFound { run })
+    }
+
+    async fn change_run(&self, run: RunId, action: RunAction, now: DateTime<Utc>) -> Result<()> {
+        const OPERATION: &str = "changing a run's state";
+        let mut tx = self.begin_write(OPERATION).await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+            .bind(run.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let current: RunState = current.ok_or(StoreError::RunNotFound { run })?.parse()?;
+        let Some(next) = run_transition(run, current, action)? else { return Ok(()) };
+        sqlx::query("UPDATE runs SET state = $2, updated_at = $3 WHERE id = $1")
+            .bind(run.0)
+            .bind(next.as_str())
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        if next == RunState::Cancelled {
+            sqlx::query(CANCEL_JOBS)
+                .bind(run.0)
+                .bind(timestamp(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+        }
+        tx.commit().await.map_err(StoreError::db(OPERATION))
+    }
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunInfo> {
+    Ok(RunInfo {
+        id: RunId(column(row, "id")?),
+        name: column(row, "name")?,
+        spec: column(row, "spec")?,
+        priority: column(row, "priority")?,
+        bundle_sha256: column(row, "bundle_sha256")?,
+        state: column::<_, String>(row, "state")?.parse()?,
+        created_at: parse_timestamp(&column::<_, String>(row, "created_at")?)?,
+    })
+}
+
+fn view_from_row(row: &SqliteRow) -> Result<(JobId, JobView)> {
+    let id = JobId(column(row, "id")?);
+    let lost: i64 = column(row, "lost")?;
+    let view = JobView {
+        state: parse_job_state(&column::<_, String>(row, "state")?)?,
+        attempt: Attempt(column(row, "attempt")?),
+        attempt_base: Attempt(column(row, "attempt_base")?),
+        lost: u32::try_from(lost).map_err(|_| StoreError::Corrupt { detail: format!("job {id} has lost = {lost}") })?,
+        holder: column(row, "leased_by")?,
+    };
+    Ok((id, view))
+}
+
+async fn load_jobs(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: impl Iterator<Item = i64>,
+    operation: &'static str,
+) -> Result<HashMap<JobId, JobView>> {
+    let rows =
+        sqlx::query(LOAD_JOBS).bind(id_array(ids)).fetch_all(&mut **tx).await.map_err(StoreError::db(operation))?;
+    rows.iter().map(view_from_row).collect()
+}
+
+/// Writes a batch of decisions, one statement per job inside the caller's transaction (SQLite
+/// statements are in-process calls, so there is no round trip to save).
+async fn write_jobs(
+    tx: &mut Transaction<'_, Sqlite>,
+    writes: &[JobWrite],
+    now: DateTime<Utc>,
+    operation: &'static str,
+) -> Result<()> {
+    let now = timestamp(now);
+    for write in writes {
+        sqlx::query(WRITE_JOB)
+            .bind(write.id.0)
+            .bind(write.state.as_str())
+            .bind(i64::from(write.lost))
+            .bind(write.not_before.map(timestamp))
+            .bind(write.result.as_ref().map(serde_json::Value::to_string))
+            .bind(write.failure_class.map(|class| class.as_str()))
+            .bind(write.last_error.clone())
+            .bind(write.attempt_base.map(|attempt| attempt.0))
+            .bind(write.spec.as_ref().map(serde_json::Value::to_string))
+            .bind(&now)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(operation))?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    async fn create_run(&self, run: &NewRun, force: bool, now: DateTime<Utc>) -> Result<RunId> {
+        const OPERATION: &str = "creating a run";
+        validate_new_run(run)?;
+        let now = timestamp(now);
+        let mut tx = self.begin_write(OPERATION).await?;
+        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE name = $1")
+            .bind(&run.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        if let Some(existing) = existing {
+            if !force {
+                return Err(StoreError::RunNameTaken { name: run.name.clone() });
+            }
+            tracing::info!(run_id = existing, name = %run.name, "replacing run (--force)");
+            sqlx::query("DELETE FROM runs WHERE id = $1")
+                .bind(existing)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+        }
+        let run_id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (name, spec, priority, bundle_sha256, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        )
+        .bind(&run.name)
+        .bind(&run.spec)
+        .bind(run.priority)
+        .bind(&run.bundle_sha256)
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::db(OPERATION))?;
+        let mut shard_ids = HashMap::with_capacity(run.shards.len());
+        for key in &run.shards {
+            let shard_id: i64 = sqlx::query_scalar("INSERT INTO shards (run_id, key) VALUES ($1, $2) RETURNING id")
+                .bind(run_id)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+            shard_ids.insert(key.as_str(), shard_id);
+        }
+        for job in &run.jobs {
+            // validate_new_run checked that every job's shard exists.
+            sqlx::query("INSERT INTO jobs (run_id, shard_id, sample_id, spec, not_before, updated_at) VALUES ($1, $2, $3, $4, $5, $5)")
+                .bind(run_id)
+                .bind(shard_ids[job.shard_key.as_str()])
+                .bind(&job.sample_id)
+                .bind(job.spec.to_string())
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+        }
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        tracing::info!(run_id, name = %run.name, shards = run.shards.len(), jobs = run.jobs.len(), "run created");
+        Ok(RunId(run_id))
+    }
+
+    async fn find_run(&self, name: &str) -> Result<Option<RunInfo>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE name = $1")))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("finding a run"))?;
+        row.map(|row| run_from_row(&row)).transpose()
+    }
+
+    async fn lease(&self, request: &LeaseRequest) -> Result<Vec<LeasedJob>> {
+        const OPERATION: &str = "leasing jobs";
+        if request.max_jobs == 0 {
+            return Ok(Vec::new());
+        }
+        let expires = request.now + chrono_duration(request.lease_duration);
+        let mut tx = self.begin_write(OPERATION).await?;
+        let candidates = sqlx::query(LEASE_CANDIDATES)
+            .bind(&request.bundle_sha256)
+            .bind(timestamp(request.now))
+            .bind(i64::from(request.max_jobs))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let order = candidates.iter().map(|row| column::<_, i64>(row, "id")).collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(LEASE_UPDATE)
+            .bind(&request.worker_id)
+            .bind(timestamp(expires))
+            .bind(timestamp(request.now))
+            .bind(id_array(order.iter().copied()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        let mut leased = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let job = LeasedJob {
+                job: JobId(column(row, "id")?),
+                run: RunId(column(row, "run_id")?),
+                shard: ShardId(column(row, "shard_id")?),
+                attempt: Attempt(column(row, "attempt")?),
+                sample_id: column(row, "sample_id")?,
+                spec: parse_json(&column::<_, String>(row, "spec")?)?,
+                lease_expires_at: expires,
+            };
+            leased.insert(job.job.0, job);
+        }
+        Ok(order.into_iter().filter_map(|id| leased.remove(&id)).collect())
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        held: &[JobAttempt],
+        lease_duration: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobAttempt>> {
+        const OPERATION: &str = "extending leases";
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = timestamp(now + chrono_duration(lease_duration));
+        let now = timestamp(now);
+        let mut tx = self.begin_write(OPERATION).await?;
+        let mut extended = Vec::with_capacity(held.len());
+        for lease in held {
+            let result = sqlx::query(HEARTBEAT)
+                .bind(lease.job.0)
+                .bind(lease.attempt.0)
+                .bind(worker)
+                .bind(&expires)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+            if result.rows_affected() == 1 {
+                extended.push(*lease);
+            }
+        }
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(extended)
+    }
+
+    async fn complete(&self, completions: &[CompletionRequest], now: DateTime<Utc>) -> Result<Vec<CompletionReport>> {
+        const OPERATION: &str = "completing jobs";
+        let mut tx = self.begin_write(OPERATION).await?;
+        let mut views = load_jobs(&mut tx, completions.iter().map(|request| request.job.0), OPERATION).await?;
+        let (reports, writes) = plan_complete(&mut views, completions);
+        write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(reports)
+    }
+
+    async fn fail(
+        &self,
+        failures: &[FailureRequest],
+        policy: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FailureReport>> {
+        const OPERATION: &str = "recording job failures";
+        let mut tx = self.begin_write(OPERATION).await?;
+        let mut views = load_jobs(&mut tx, failures.iter().map(|request| request.job.0), OPERATION).await?;
+        let (reports, writes) = plan_fail(&mut views, failures, policy, now);
+        write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(reports)
+    }
+
+    async fn reap_expired(&self, policy: &RetryPolicy, now: DateTime<Utc>) -> Result<Vec<ReapedJob>> {
+        const OPERATION: &str = "reaping expired leases";
+        let mut tx = self.begin_write(OPERATION).await?;
+        let rows = sqlx::query(LOAD_EXPIRED)
+            .bind(timestamp(now))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let expired = rows.iter().map(view_from_row).collect::<Result<Vec<_>>>()?;
+        let (reaped, writes) = plan_reap(&expired, policy);
+        write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(reaped)
+    }
+
+    async fn run_status(&self, run: RunId) -> Result<RunStatus> {
+        const OPERATION: &str = "reading run status";
+        let info = self.run_info(run).await?;
+        // One read transaction, so the shard list and the counts agree.
+        let mut tx = self.pool.begin().await.map_err(StoreError::db(OPERATION))?;
+        let shard_rows = sqlx::query("SELECT id, key FROM shards WHERE run_id = $1 ORDER BY id")
+            .bind(run.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let count_rows =
+            sqlx::query(SHARD_COUNTS).bind(run.0).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        let shards = shard_rows
+            .iter()
+            .map(|row| Ok((ShardId(column(row, "id")?), column(row, "key")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut counts = Vec::with_capacity(count_rows.len());
+        let mut total = StateCounts::default();
+        for row in &count_rows {
+            let shard = ShardId(column(row, "shard_id")?);
+            let state = parse_job_state(&column::<_, String>(row, "state")?)?;
+            let jobs = column::<_, i64>(row, "jobs")? as u64;
+            total.add(state, jobs);
+            counts.push((shard, state, jobs));
+        }
+        Ok(RunStatus { run: info, counts: total, shards: shard_statuses(shards, &counts) })
+    }
+
+    async fn resubmit(&self, jobs: &[Resubmission], now: DateTime<Utc>) -> Result<Vec<ResubmitReport>> {
+        const OPERATION: &str = "resubmitting jobs";
+        let mut tx = self.begin_write(OPERATION).await?;
+        let mut views = load_jobs(&mut tx, jobs.iter().map(|request| request.job.0), OPERATION).await?;
+        let (reports, writes) = plan_resubmit(&mut views, jobs, now);
+        write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(reports)
+    }
+
+    async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        self.change_run(run, RunAction::Cancel, now).await
+    }
+
+    async fn pause_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        self.change_run(run, RunAction::Pause, now).await
+    }
+
+    async fn resume_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        self.change_run(run, RunAction::Resume, now).await
+    }
+
+    async fn succeeded_jobs(&self, run: RunId) -> Result<Vec<SucceededJob>> {
+        const OPERATION: &str = "listing succeeded jobs";
+        self.run_info(run).await?;
+        let rows =
+            sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch_all(&self.pool).await.map_err(StoreError::db(OPERATION))?;
+        rows.iter()
+            .map(|row| {
+                Ok(SucceededJob {
+                    job: JobId(column(row, "id")?),
+                    shard_key: column(row, "shard_key")?,
+                    sample_id: column(row, "sample_id")?,
+                    attempt: Attempt(column(row, "attempt")?),
+                    result: parse_json(&column::<_, String>(row, "result")?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_are_fixed_width_so_text_order_is_time_order() {
+        let early = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let late = early + chrono::Duration::microseconds(1_500_000);
+        assert_eq!(timestamp(early), "2026-01-02T03:04:05.000000Z");
+        assert_eq!(timestamp(late), "2026-01-02T03:04:06.500000Z");
+        assert!(timestamp(early) < timestamp(late));
+        assert_eq!(parse_timestamp(&timestamp(late)).unwrap(), late);
+    }
+}

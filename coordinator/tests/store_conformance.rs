@@ -1,0 +1,566 @@
+//! The one conformance suite: every scenario is a generic `async fn(S: Store)`, and
+//! `conformance!` runs each against Postgres and SQLite. Time is passed in; nothing sleeps.
+
+mod support;
+
+use acufarm_coordinator::state::{Completion, Expiry, Failure, ShardState, Stale, StateCounts};
+use acufarm_coordinator::store::{
+    CompletionRequest, FailureRequest, JobAttempt, LeaseRequest, LeasedJob, NewJob, NewRun, Resubmission, Resubmitted,
+    RunState,
+};
+use acufarm_coordinator::{RetryPolicy, Store, StoreError};
+use acufarm_core::{Attempt, FailureClass, JobId, JobState, RunId};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    crate::support::with_postgres(super::$scenario).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    crate::support::with_sqlite(super::$scenario).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    create_and_find_run,
+    duplicate_run_name_is_refused_unless_forced,
+    invalid_run_is_refused_whole,
+    lease_takes_highest_priority_then_oldest_up_to_max_jobs,
+    bundle_mismatch_gets_nothing,
+    paused_runs_are_skipped_until_resumed,
+    backoff_not_before_is_respected,
+    concurrent_leases_hand_out_each_job_once,
+    heartbeat_extends_only_leases_still_held,
+    complete_reports_accepted_duplicate_and_stale,
+    late_completion_from_an_expired_lease_is_rejected,
+    retryable_failure_requeues_with_backoff_until_exhausted,
+    permanent_and_qa_failures_fail_at_once,
+    reaper_requeues_without_using_attempts_and_fails_past_lost_cap,
+    status_derives_shard_states_from_jobs,
+    resubmit_requeues_failed_jobs_with_a_fresh_budget,
+    cancel_stops_unfinished_jobs_and_fences_their_holders,
+    unknown_run_is_reported,
+);
+
+const BUNDLE: &str = "bundle-a";
+const LEASE: Duration = Duration::from_secs(60);
+
+/// The scenarios' clock: `at(n)` is n seconds after a fixed start.
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(seconds)
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(3)
+        .backoff_base(Duration::from_secs(10))
+        .backoff_max(Duration::from_secs(60))
+        .max_lost(2)
+        .build()
+}
+
+/// A run with `jobs_per_shard` jobs in each named shard; job specs record where they came from.
+fn new_run(name: &str, priority: i32, shards: &[&str], jobs_per_shard: usize) -> NewRun {
+    let jobs = shards
+        .iter()
+        .flat_map(|shard| {
+            (0..jobs_per_shard).map(move |index| NewJob {
+                shard_key: shard.to_string(),
+                sample_id: format!("{shard}_{index:03}"),
+                spec: json!({ "run": name, "sample": format!("{shard}_{index:03}"), "seed": index }),
+            })
+        })
+        .collect();
+    NewRun {
+        name: name.to_string(),
+        spec: format!("[run]\nname = \"{name}\"\n"),
+        priority,
+        bundle_sha256: BUNDLE.to_string(),
+        shards: shards.iter().map(|shard| shard.to_string()).collect(),
+        jobs,
+    }
+}
+
+fn lease_request(worker: &str, max_jobs: u32, now: DateTime<Utc>) -> LeaseRequest {
+    LeaseRequest {
+        worker_id: worker.to_string(),
+        bundle_sha256: BUNDLE.to_string(),
+        max_jobs,
+        lease_duration: LEASE,
+        now,
+    }
+}
+
+async fn lease<S: Store>(store: &S, worker: &str, max_jobs: u32, now: DateTime<Utc>) -> Vec<LeasedJob> {
+    store.lease(&lease_request(worker, max_jobs, now)).await.unwrap()
+}
+
+async fn complete_one<S: Store>(store: &S, job: JobId, attempt: i32, now: DateTime<Utc>) -> Completion {
+    let request = CompletionRequest { job, attempt: Attempt(attempt), result: json!({ "attempt": attempt }) };
+    store.complete(&[request], now).await.unwrap()[0].outcome
+}
+
+async fn fail_one<S: Store>(store: &S, job: JobId, attempt: i32, class: FailureClass, now: DateTime<Utc>) -> Failure {
+    let request =
+        FailureRequest { job, attempt: Attempt(attempt), class, message: format!("{} failure", class.as_str()) };
+    store.fail(&[request], &policy(), now).await.unwrap()[0].outcome
+}
+
+async fn counts<S: Store>(store: &S, run: RunId) -> StateCounts {
+    store.run_status(run).await.unwrap().counts
+}
+
+fn state_counts(queued: u64, leased: u64, succeeded: u64, failed: u64, cancelled: u64) -> StateCounts {
+    StateCounts { queued, leased, succeeded, failed, cancelled }
+}
+
+async fn create_and_find_run<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 2, &["m01", "m02"], 3), false, at(0)).await.unwrap();
+    let found = store.find_run("relight").await.unwrap().expect("the run is found by name");
+    assert_eq!(found.id, run);
+    assert_eq!((found.priority, found.state, found.created_at), (2, RunState::Active, at(0)));
+    assert_eq!(found.bundle_sha256, BUNDLE);
+    assert!(found.spec.contains("relight"));
+    assert_eq!(store.find_run("other").await.unwrap(), None);
+
+    let status = store.run_status(run).await.unwrap();
+    assert_eq!(status.counts, state_counts(6, 0, 0, 0, 0));
+    let shards: Vec<(&str, ShardState, u64)> =
+        status.shards.iter().map(|shard| (shard.key.as_str(), shard.state, shard.counts.total())).collect();
+    assert_eq!(shards, [("m01", ShardState::Queued, 3), ("m02", ShardState::Queued, 3)]);
+}
+
+async fn duplicate_run_name_is_refused_unless_forced<S: Store>(store: S) {
+    let first = store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
+    lease(&store, "w1", 1, at(1)).await;
+
+    let error = store.create_run(&new_run("relight", 0, &["m01"], 5), false, at(2)).await.unwrap_err();
+    assert!(matches!(error, StoreError::RunNameTaken { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "a run named `relight` already exists; pick another run.name or pass --force to replace it"
+    );
+    assert_eq!(counts(&store, first).await, state_counts(1, 1, 0, 0, 0), "a refused submit changes nothing");
+
+    let second = store.create_run(&new_run("relight", 0, &["m01"], 5), true, at(3)).await.unwrap();
+    assert_ne!(first, second);
+    assert!(matches!(store.run_status(first).await, Err(StoreError::RunNotFound { .. })));
+    assert_eq!(counts(&store, second).await, state_counts(5, 0, 0, 0, 0));
+    assert_eq!(store.find_run("relight").await.unwrap().unwrap().id, second);
+}
+
+async fn invalid_run_is_refused_whole<S: Store>(store: S) {
+    let mut run = new_run("broken", 0, &["m01"], 2);
+    run.jobs.push(NewJob { shard_key: "m09".into(), sample_id: "m09_000".into(), spec: json!({}) });
+    let error = store.create_run(&run, false, at(0)).await.unwrap_err();
+    assert!(matches!(error, StoreError::InvalidRun { .. }), "{error:?}");
+    assert!(error.to_string().contains("job `m09_000` names shard `m09`"), "{error}");
+    assert_eq!(store.find_run("broken").await.unwrap(), None);
+}
+
+async fn lease_takes_highest_priority_then_oldest_up_to_max_jobs<S: Store>(store: S) {
+    let low = store.create_run(&new_run("low", 0, &["m01"], 3), false, at(0)).await.unwrap();
+    let high = store.create_run(&new_run("high", 5, &["m01", "m02"], 2), false, at(1)).await.unwrap();
+
+    let first = lease(&store, "w1", 3, at(10)).await;
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|job| job.run == high && job.attempt == Attempt(1)));
+    assert!(first.iter().all(|job| job.lease_expires_at == at(70)));
+    assert!(first.windows(2).all(|pair| pair[0].job < pair[1].job), "oldest job first");
+    assert_eq!(first[0].sample_id, "m01_000");
+    assert_eq!(first[0].spec, json!({ "run": "high", "sample": "m01_000", "seed": 0 }));
+
+    let second = lease(&store, "w2", 10, at(11)).await;
+    let runs: Vec<RunId> = second.iter().map(|job| job.run).collect();
+    assert_eq!(runs, [high, low, low, low], "the rest of the high run, then the low one");
+    assert!(second[1..].windows(2).all(|pair| pair[0].job < pair[1].job));
+    assert!(lease(&store, "w3", 10, at(12)).await.is_empty());
+    assert!(lease(&store, "w3", 0, at(12)).await.is_empty());
+    assert_eq!(counts(&store, high).await, state_counts(0, 4, 0, 0, 0));
+}
+
+async fn bundle_mismatch_gets_nothing<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
+    let request = LeaseRequest { bundle_sha256: "bundle-b".into(), ..lease_request("w1", 5, at(1)) };
+    assert!(store.lease(&request).await.unwrap().is_empty());
+    assert_eq!(counts(&store, run).await, state_counts(2, 0, 0, 0, 0));
+}
+
+async fn paused_runs_are_skipped_until_resumed<S: Store>(store: S) {
+    let paused = store.create_run(&new_run("paused", 9, &["m01"], 2), false, at(0)).await.unwrap();
+    let active = store.create_run(&new_run("active", 0, &["m01"], 1), false, at(0)).await.unwrap();
+    store.pause_run(paused, at(1)).await.unwrap();
+    store.pause_run(paused, at(1)).await.unwrap();
+    assert_eq!(store.find_run("paused").await.unwrap().unwrap().state, RunState::Paused);
+
+    let leased = lease(&store, "w1", 5, at(2)).await;
+    assert_eq!(leased.iter().map(|job| job.run).collect::<Vec<_>>(), [active]);
+
+    store.resume_run(paused, at(3)).await.unwrap();
+    let leased = lease(&store, "w1", 5, at(4)).await;
+    assert_eq!(leased.iter().map(|job| job.run).collect::<Vec<_>>(), [paused, paused]);
+}
+
+async fn backoff_not_before_is_respected<S: Store>(store: S) {
+    store.create_run(&new_run("relight", 0, &["m01"], 1), false, at(0)).await.unwrap();
+    let job = lease(&store, "w1", 1, at(0)).await[0].job;
+    assert_eq!(
+        fail_one(&store, job, 1, FailureClass::Retryable, at(5)).await,
+        Failure::Retry { backoff: Duration::from_secs(10) }
+    );
+
+    assert!(lease(&store, "w1", 1, at(14)).await.is_empty(), "still backing off");
+    let again = lease(&store, "w2", 1, at(15)).await;
+    assert_eq!((again[0].job, again[0].attempt), (job, Attempt(2)));
+}
+
+async fn concurrent_leases_hand_out_each_job_once<S: Store>(store: S) {
+    let shards: Vec<String> = (0..10).map(|index| format!("m{index:02}")).collect();
+    let shard_refs: Vec<&str> = shards.iter().map(String::as_str).collect();
+    let run = store.create_run(&new_run("crowd", 0, &shard_refs, 20), false, at(0)).await.unwrap();
+
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = lease(&store, &format!("w{worker}"), 7, at(1)).await;
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|job| job.job));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let unique: HashSet<JobId> = all.iter().copied().collect();
+    assert_eq!(all.len(), 200, "every job leased");
+    assert_eq!(unique.len(), 200, "no job leased twice");
+    assert_eq!(counts(&store, run).await, state_counts(0, 200, 0, 0, 0));
+}
+
+async fn heartbeat_extends_only_leases_still_held<S: Store>(store: S) {
+    store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 2, at(0)).await;
+    let (kept, dropped) = (
+        JobAttempt { job: leased[0].job, attempt: Attempt(1) },
+        JobAttempt { job: leased[1].job, attempt: Attempt(1) },
+    );
+
+    let bogus = JobAttempt { job: kept.job, attempt: Attempt(2) };
+    let held = store
+        .heartbeat("w1", &[kept, bogus, JobAttempt { job: JobId(999_999), attempt: Attempt(1) }], LEASE, at(30))
+        .await
+        .unwrap();
+    assert_eq!(held, [kept], "only the current attempt of a job the worker holds");
+    assert!(store.heartbeat("w2", &[kept], LEASE, at(30)).await.unwrap().is_empty(), "another worker cannot extend it");
+    assert!(store.heartbeat("w1", &[], LEASE, at(30)).await.unwrap().is_empty());
+
+    // Leased at 0 for 60 s; `kept` was extended at 30 to 90.
+    let reaped = store.reap_expired(&policy(), at(70)).await.unwrap();
+    assert_eq!(reaped.iter().map(|job| job.job).collect::<Vec<_>>(), [dropped.job]);
+    assert_eq!(store.heartbeat("w1", &[kept, dropped], LEASE, at(71)).await.unwrap(), [kept]);
+}
+
+async fn complete_reports_accepted_duplicate_and_stale<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 0, &["m01"], 3), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 2, at(0)).await;
+    let (a, b) = (leased[0].job, leased[1].job);
+    let request =
+        |job, attempt, tag: &str| CompletionRequest { job, attempt: Attempt(attempt), result: json!({ "key": tag }) };
+
+    let reports = store
+        .complete(
+            &[
+                request(a, 1, "a"),
+                request(b, 1, "b"),
+                request(a, 1, "a-again"),
+                request(b, 2, "b-future"),
+                request(JobId(999_999), 1, "nobody"),
+            ],
+            at(5),
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<Completion> = reports.iter().map(|report| report.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Completion::Accepted,
+            Completion::Accepted,
+            Completion::Duplicate,
+            Completion::Stale(Stale::UnknownAttempt { current: Attempt(1) }),
+            Completion::Stale(Stale::UnknownJob),
+        ]
+    );
+    assert_eq!(complete_one(&store, a, 1, at(6)).await, Completion::Duplicate, "a retried request is a duplicate");
+    assert_eq!(counts(&store, run).await, state_counts(1, 0, 2, 0, 0));
+
+    let done = store.succeeded_jobs(run).await.unwrap();
+    let rows: Vec<(JobId, &str, &str, Attempt, serde_json::Value)> = done
+        .iter()
+        .map(|job| (job.job, job.shard_key.as_str(), job.sample_id.as_str(), job.attempt, job.result.clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (a, "m01", "m01_000", Attempt(1), json!({ "key": "a" })),
+            (b, "m01", "m01_001", Attempt(1), json!({ "key": "b" }))
+        ]
+    );
+}
+
+async fn late_completion_from_an_expired_lease_is_rejected<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 0, &["m01"], 1), false, at(0)).await.unwrap();
+    let job = lease(&store, "slow", 1, at(0)).await[0].job;
+    assert_eq!(store.reap_expired(&policy(), at(61)).await.unwrap()[0].outcome, Expiry::Requeue { lost: 1 });
+
+    assert_eq!(
+        complete_one(&store, job, 1, at(62)).await,
+        Completion::Stale(Stale::NotLeased { state: JobState::Queued })
+    );
+    let again = lease(&store, "fast", 1, at(63)).await;
+    assert_eq!(again[0].attempt, Attempt(2));
+    assert_eq!(
+        complete_one(&store, job, 1, at(64)).await,
+        Completion::Stale(Stale::Superseded { current: Attempt(2) })
+    );
+    assert_eq!(
+        fail_one(&store, job, 1, FailureClass::Permanent, at(64)).await,
+        Failure::Stale(Stale::Superseded { current: Attempt(2) })
+    );
+    assert_eq!(complete_one(&store, job, 2, at(65)).await, Completion::Accepted);
+    assert_eq!(
+        complete_one(&store, job, 1, at(66)).await,
+        Completion::Stale(Stale::Superseded { current: Attempt(2) })
+    );
+    assert_eq!(store.succeeded_jobs(run).await.unwrap()[0].result, json!({ "attempt": 2 }));
+}
+
+async fn retryable_failure_requeues_with_backoff_until_exhausted<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 0, &["m01"], 1), false, at(0)).await.unwrap();
+    let job = lease(&store, "w1", 1, at(0)).await[0].job;
+    assert_eq!(
+        fail_one(&store, job, 1, FailureClass::Retryable, at(1)).await,
+        Failure::Retry { backoff: Duration::from_secs(10) }
+    );
+    assert_eq!(counts(&store, run).await, state_counts(1, 0, 0, 0, 0));
+
+    assert_eq!(lease(&store, "w1", 1, at(11)).await[0].attempt, Attempt(2));
+    assert_eq!(
+        fail_one(&store, job, 2, FailureClass::Retryable, at(12)).await,
+        Failure::Retry { backoff: Duration::from_secs(20) }
+    );
+    assert!(lease(&store, "w1", 1, at(31)).await.is_empty());
+
+    assert_eq!(lease(&store, "w1", 1, at(32)).await[0].attempt, Attempt(3));
+    assert_eq!(fail_one(&store, job, 3, FailureClass::Retryable, at(33)).await, Failure::Failed { exhausted: true });
+    assert_eq!(counts(&store, run).await, state_counts(0, 0, 0, 1, 0));
+    assert!(lease(&store, "w1", 1, at(1000)).await.is_empty());
+    assert_eq!(
+        fail_one(&store, job, 3, FailureClass::Retryable, at(34)).await,
+        Failure::Stale(Stale::NotLeased { state: JobState::Failed })
+    );
+}
+
+async fn permanent_and_qa_failures_fail_at_once<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 2, at(0)).await;
+    let requests = [
+        FailureRequest {
+            job: leased[0].job,
+            attempt: Attempt(1),
+            class: FailureClass::Permanent,
+            message: "bad label JSON".into(),
+        },
+        FailureRequest {
+            job: leased[1].job,
+            attempt: Attempt(1),
+            class: FailureClass::Qa,
+            message: "drift above gate".into(),
+        },
+        FailureRequest {
+            job: leased[1].job,
+            attempt: Attempt(1),
+            class: FailureClass::Retryable,
+            message: "late".into(),
+        },
+    ];
+    let outcomes: Vec<Failure> =
+        store.fail(&requests, &policy(), at(1)).await.unwrap().iter().map(|report| report.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Failure::Failed { exhausted: false },
+            Failure::Failed { exhausted: false },
+            Failure::Stale(Stale::NotLeased { state: JobState::Failed }),
+        ]
+    );
+    assert_eq!(counts(&store, run).await, state_counts(0, 0, 0, 2, 0));
+}
+
+async fn reaper_requeues_without_using_attempts_and_fails_past_lost_cap<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
+    // Job A is lost twice (the cap), then fails retryably: it still has its whole budget.
+    let mut clock = 0;
+    for expected_lost in 1..=2 {
+        let leased = lease(&store, "crashy", 1, at(clock)).await;
+        assert_eq!(leased[0].attempt, Attempt(expected_lost));
+        assert!(store.reap_expired(&policy(), at(clock + 59)).await.unwrap().is_empty(), "not expired yet");
+        let reaped = store.reap_expired(&policy(), at(clock + 60)).await.unwrap();
+        assert_eq!(reaped.len(), 1);
+        assert_eq!(
+            (reaped[0].attempt, reaped[0].outcome),
+            (Attempt(expected_lost), Expiry::Requeue { lost: expected_lost as u32 })
+        );
+        clock += 100;
+    }
+    let leased = lease(&store, "w1", 1, at(clock)).await;
+    assert_eq!(leased[0].attempt, Attempt(3));
+    let job_a = leased[0].job;
+    assert_eq!(
+        fail_one(&store, job_a, 3, FailureClass::Retryable, at(clock + 1)).await,
+        Failure::Retry { backoff: Duration::from_secs(10) },
+        "lost leases did not use up attempts"
+    );
+
+    // A third loss is past max_lost = 2: the job fails.
+    clock += 100;
+    let leased = lease(&store, "crashy", 1, at(clock)).await;
+    assert_eq!((leased[0].job, leased[0].attempt), (job_a, Attempt(4)));
+    let reaped = store.reap_expired(&policy(), at(clock + 60)).await.unwrap();
+    assert_eq!(reaped[0].outcome, Expiry::Fail { lost: 3 });
+    assert_eq!(counts(&store, run).await, state_counts(1, 0, 0, 1, 0));
+    assert_eq!(
+        complete_one(&store, job_a, 4, at(clock + 61)).await,
+        Completion::Stale(Stale::NotLeased { state: JobState::Failed })
+    );
+}
+
+async fn status_derives_shard_states_from_jobs<S: Store>(store: S) {
+    let run =
+        store.create_run(&new_run("relight", 0, &["done", "broken", "busy", "idle"], 2), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 5, at(0)).await;
+    // Ids follow shard order: done 0-1, broken 2-3, busy 4 leased (5 still queued).
+    for job in &leased[0..2] {
+        assert_eq!(complete_one(&store, job.job, 1, at(1)).await, Completion::Accepted);
+    }
+    assert_eq!(complete_one(&store, leased[2].job, 1, at(1)).await, Completion::Accepted);
+    assert_eq!(
+        fail_one(&store, leased[3].job, 1, FailureClass::Permanent, at(1)).await,
+        Failure::Failed { exhausted: false }
+    );
+
+    let status = store.run_status(run).await.unwrap();
+    assert_eq!(status.counts, state_counts(3, 1, 3, 1, 0));
+    let shards: Vec<(&str, ShardState, StateCounts)> =
+        status.shards.iter().map(|shard| (shard.key.as_str(), shard.state, shard.counts)).collect();
+    assert_eq!(
+        shards,
+        [
+            ("done", ShardState::Succeeded, state_counts(0, 0, 2, 0, 0)),
+            ("broken", ShardState::Failed, state_counts(0, 0, 1, 1, 0)),
+            ("busy", ShardState::Running, state_counts(1, 1, 0, 0, 0)),
+            ("idle", ShardState::Queued, state_counts(2, 0, 0, 0, 0)),
+        ]
+    );
+}
+
+async fn resubmit_requeues_failed_jobs_with_a_fresh_budget<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 2, at(0)).await;
+    let (failed, done) = (leased[0].job, leased[1].job);
+    let strict = RetryPolicy::builder().max_attempts(1).build();
+    let exhaust =
+        FailureRequest { job: failed, attempt: Attempt(1), class: FailureClass::Retryable, message: "oom".into() };
+    assert_eq!(store.fail(&[exhaust], &strict, at(1)).await.unwrap()[0].outcome, Failure::Failed { exhausted: true });
+    assert_eq!(complete_one(&store, done, 1, at(1)).await, Completion::Accepted);
+
+    let fixed_spec = json!({ "sample": "m01_000", "fixed": true });
+    let requests = [
+        Resubmission { job: failed, spec: fixed_spec.clone() },
+        Resubmission { job: done, spec: json!({}) },
+        Resubmission { job: JobId(999_999), spec: json!({}) },
+    ];
+    let outcomes: Vec<Resubmitted> =
+        store.resubmit(&requests, at(2)).await.unwrap().iter().map(|report| report.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Resubmitted::Requeued, Resubmitted::NotFailed { state: JobState::Succeeded }, Resubmitted::UnknownJob]
+    );
+    assert_eq!(counts(&store, run).await, state_counts(1, 0, 1, 0, 0));
+
+    let again = lease(&store, "w2", 1, at(3)).await;
+    assert_eq!((again[0].job, again[0].attempt), (failed, Attempt(2)), "the fencing token keeps growing");
+    assert_eq!(again[0].spec, fixed_spec);
+    assert_eq!(
+        complete_one(&store, failed, 1, at(4)).await,
+        Completion::Stale(Stale::Superseded { current: Attempt(2) })
+    );
+    let retry =
+        FailureRequest { job: failed, attempt: Attempt(2), class: FailureClass::Retryable, message: "oom".into() };
+    let two_tries = RetryPolicy::builder().max_attempts(2).backoff_base(Duration::from_secs(10)).build();
+    assert_eq!(
+        store.fail(&[retry], &two_tries, at(5)).await.unwrap()[0].outcome,
+        Failure::Retry { backoff: Duration::from_secs(10) },
+        "the new budget starts from its first attempt"
+    );
+}
+
+async fn cancel_stops_unfinished_jobs_and_fences_their_holders<S: Store>(store: S) {
+    let run = store.create_run(&new_run("relight", 0, &["m01"], 3), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 2, at(0)).await;
+    assert_eq!(complete_one(&store, leased[0].job, 1, at(1)).await, Completion::Accepted);
+
+    store.cancel_run(run, at(2)).await.unwrap();
+    store.cancel_run(run, at(3)).await.unwrap();
+    let status = store.run_status(run).await.unwrap();
+    assert_eq!(status.run.state, RunState::Cancelled);
+    assert_eq!(status.counts, state_counts(0, 0, 1, 0, 2));
+    assert_eq!(status.shards[0].state, ShardState::Cancelled);
+
+    assert!(lease(&store, "w1", 5, at(4)).await.is_empty());
+    assert_eq!(
+        complete_one(&store, leased[1].job, 1, at(4)).await,
+        Completion::Stale(Stale::NotLeased { state: JobState::Cancelled })
+    );
+    assert!(
+        store
+            .heartbeat("w1", &[JobAttempt { job: leased[1].job, attempt: Attempt(1) }], LEASE, at(4))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.reap_expired(&policy(), at(1000)).await.unwrap().is_empty());
+    let error = store.resume_run(run, at(5)).await.unwrap_err();
+    assert!(matches!(error, StoreError::RunCancelled { .. }), "{error:?}");
+    assert_eq!(store.succeeded_jobs(run).await.unwrap().len(), 1, "finished work survives a cancel");
+}
+
+async fn unknown_run_is_reported<S: Store>(store: S) {
+    let missing = RunId(424_242);
+    assert!(matches!(store.run_status(missing).await, Err(StoreError::RunNotFound { .. })));
+    assert!(matches!(store.pause_run(missing, at(0)).await, Err(StoreError::RunNotFound { .. })));
+    assert!(matches!(store.cancel_run(missing, at(0)).await, Err(StoreError::RunNotFound { .. })));
+    assert!(matches!(store.succeeded_jobs(missing).await, Err(StoreError::RunNotFound { .. })));
+}
