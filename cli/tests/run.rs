@@ -164,3 +164,22 @@ fn files_under(dir: &Path) -> usize {
         .map(|entries| entries.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum())
         .unwrap_or(0)
 }
+
+#[test]
+fn poison_inputs_fail_permanently_and_the_rest_succeed() {
+    let d = Dataset::new();
+    let images = d.path("data/train/image/img_512");
+    std::fs::write(images.join("M_Asher_N_HD_0001.png"), b"\x89PNG\r\n\x1a\nnot an image").unwrap();
+    std::fs::write(d.path("data/train/label/label/F_Grace_N_HA_0002.json"), b"{\"label\": [").unwrap();
+    std::fs::write(images.join("holiday_snap.png"), png(0)).unwrap();
+    let out = d.run_command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot decode image train/image/img_512/M_Asher_N_HD_0001.png"), "{stderr}");
+    assert!(stderr.contains("label train/label/label/F_Grace_N_HA_0002.json is not valid JSON"), "{stderr}");
+    assert!(stderr.contains("sample id `holiday_snap` matches none of the id patterns"), "{stderr}");
+    assert!(stderr.contains("error: 3 jobs of run acusim-relight failed"), "{stderr}");
+    assert!(stderr.contains("130 succeeded, 3 failed"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(d.path("out/manifest.jsonl")).unwrap().lines().count(), 130);
+    assert!(verify(&d.path("out")).status.success(), "the succeeded outputs verify");
+}

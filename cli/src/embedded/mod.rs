@@ -197,10 +197,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     );
     if status.counts.failed > 0 {
         bail!(
-            "{} jobs of run {} failed (reasons in {}/manifest.summary.json); fix the inputs and run the same command again with --force, or resubmit",
+            "{} jobs of run {} failed, each with its reason in a warning above; fix those inputs and run the same command again with --force",
             status.counts.failed,
-            spec.run.name,
-            dataset.output
+            spec.run.name
         );
     }
     Ok(())
