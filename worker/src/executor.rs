@@ -92,11 +92,7 @@ impl SceneCache {
 /// The sampler settings of a job (jobs with equal settings and size can share UNet calls).
 pub fn sampler_params(job: &JobSpec) -> Result<SamplerParams, JobError> {
     let p = &job.params;
-    let partial = match (p.t0, p.denoise) {
-        (Some(t0), _) => Partial::StartAt(t0),
-        (None, Some(d)) => Partial::Denoise(d),
-        (None, None) => Partial::Full,
-    };
+    let partial = Partial::from_options(p.t0, p.denoise);
     Ok(SamplerParams {
         sampler: p.sampler.parse().map_err(|e| JobError::permanent(format!("{e}")))?,
         scheduler: p.scheduler.parse().map_err(|e| JobError::permanent(format!("{e}")))?,

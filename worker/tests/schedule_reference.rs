@@ -15,11 +15,7 @@ fn schedules_match_reference_vectors() {
     for case in cases {
         let kind: SchedulerKind = case["scheduler"].as_str().unwrap().parse().unwrap();
         let steps = case["steps"].as_u64().unwrap() as u32;
-        let partial = match (case["t0"].as_f64(), case["denoise"].as_f64()) {
-            (Some(t0), _) => Partial::StartAt(t0),
-            (None, Some(d)) => Partial::Denoise(d),
-            _ => Partial::Full,
-        };
+        let partial = Partial::from_options(case["t0"].as_f64(), case["denoise"].as_f64());
         let label = format!("{kind} S={steps} {partial:?}");
         let sigmas = schedule::schedule(&table, kind, steps, partial).unwrap();
         let want: Vec<f64> = case["sigmas"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();

@@ -8,7 +8,7 @@ use acufarm_worker::pipeline::image_io;
 use acufarm_worker::pipeline::npy;
 use acufarm_worker::pipeline::runtime::{self, RuntimeOptions};
 use acufarm_worker::pipeline::sampler::SamplerKind;
-use acufarm_worker::pipeline::schedule::SchedulerKind;
+use acufarm_worker::pipeline::schedule::{Partial, SchedulerKind};
 use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,8 +117,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let scheduler: SchedulerKind = args.scheduler.as_deref().unwrap_or(&defaults.scheduler).parse()?;
     let steps = args.steps.unwrap_or(defaults.steps);
     let partial = match (args.t0, args.denoise) {
-        (None, None) => super::partial(defaults.t0, defaults.denoise),
-        (t0, denoise) => super::partial(t0, denoise),
+        (None, None) => Partial::from_options(defaults.t0, defaults.denoise),
+        (t0, denoise) => Partial::from_options(t0, denoise),
     };
     let params = SamplerParams { sampler, scheduler, steps, partial };
     let strengths = Strengths {

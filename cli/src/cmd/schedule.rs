@@ -1,6 +1,6 @@
 //! `acufarm schedule`: the sigmas and UNet timesteps of a schedule, for checking against other tools.
 
-use acufarm_worker::pipeline::schedule::{self, SchedulerKind, SigmaTable};
+use acufarm_worker::pipeline::schedule::{self, Partial, SchedulerKind, SigmaTable};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,7 +24,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let kind: SchedulerKind = args.scheduler.parse()?;
     let table = SigmaTable::sd15();
-    let sigmas = schedule::schedule(&table, kind, args.steps, super::partial(args.t0, args.denoise))?;
+    let sigmas = schedule::schedule(&table, kind, args.steps, Partial::from_options(args.t0, args.denoise))?;
     let timesteps = schedule::timesteps(&table, &sigmas);
     if args.json {
         // f32 values printed through f64 so the text round-trips to the same f32.

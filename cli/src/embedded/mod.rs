@@ -238,33 +238,31 @@ async fn worker_loop(shared: Shared, mut pipeline: Pipeline, worker: String, bat
                     continue;
                 }
             };
-            match executor::fetch(&job, &roots, &mut scenes).await {
-                Ok(fetched) => ready.push((lease.clone(), job, fetched)),
+            // Settings first: a job with unusable ones fails before its inputs are downloaded.
+            let fetched = match executor::sampler_params(&job) {
+                Ok(params) => executor::fetch(&job, &roots, &mut scenes).await.map(|f| (params, f)),
+                Err(e) => Err(e),
+            };
+            match fetched {
+                Ok((params, fetched)) => ready.push((lease.clone(), job, fetched, params)),
                 Err(e) => failures.push(fail(e.class, e.message)),
             }
         }
         // Jobs that share sampler settings and image size render together.
         let mut completions = Vec::new();
         while !ready.is_empty() {
-            let (lease, job, fetched) = ready.remove(0);
-            let params = match executor::sampler_params(&job) {
-                Ok(p) => p,
-                Err(e) => {
-                    failures.push(FailureRequest { job: lease.job, attempt: lease.attempt, class: e.class, message: e.message });
-                    continue;
-                }
-            };
+            let (lease, job, fetched, params) = ready.remove(0);
             let size = fetched.source.rgb.dimensions();
             let staging = |l: &acufarm_coordinator::store::LeasedJob| Storage::staging_key(&shared.run_name, l.job.0, l.attempt.0);
             let mut leases = vec![lease.clone()];
             let mut group = vec![(job, fetched, staging(&lease))];
             let mut rest = Vec::new();
-            for (l, j, f) in ready {
-                if executor::sampler_params(&j).ok() == Some(params) && f.source.rgb.dimensions() == size {
+            for (l, j, f, p) in ready {
+                if p == params && f.source.rgb.dimensions() == size {
                     group.push((j, f, staging(&l)));
                     leases.push(l);
                 } else {
-                    rest.push((l, j, f));
+                    rest.push((l, j, f, p));
                 }
             }
             ready = rest;

@@ -4,6 +4,7 @@
 //! the declared features need); `check_signature` compares a declared signature with the one a
 //! session reports, so a bundle that disagrees with its graphs is refused at start-up.
 
+use acufarm_core::manifest::sha256_file;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -270,8 +271,6 @@ fn names(tensors: &[ActualTensor]) -> String {
     let list: Vec<String> = tensors.iter().map(|t| format!("`{}`", t.name)).collect();
     if list.is_empty() { "none".into() } else { list.join(", ") }
 }
-
-pub use acufarm_core::manifest::{hex, sha256_file};
 
 #[cfg(test)]
 mod tests {

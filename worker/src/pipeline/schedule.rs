@@ -113,6 +113,17 @@ pub enum Partial {
     Denoise(f64),
 }
 
+impl Partial {
+    /// The two ways users speak: `t0` (wins when both are given) or `denoise`; neither runs it all.
+    pub fn from_options(t0: Option<f64>, denoise: Option<f64>) -> Self {
+        match (t0, denoise) {
+            (Some(t0), _) => Self::StartAt(t0),
+            (None, Some(d)) => Self::Denoise(d),
+            (None, None) => Self::Full,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScheduleError {
     #[error("unknown scheduler `{0}`; choose one of sgm_uniform, normal, karras")]
