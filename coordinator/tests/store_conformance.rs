@@ -5,7 +5,7 @@ mod support;
 
 use acufarm_coordinator::state::{Completion, Expiry, Failure, ShardState, Stale, StateCounts};
 use acufarm_coordinator::store::{
-    CompletionRequest, FailureRequest, JobAttempt, LeaseRequest, LeasedJob, NewJob, NewRun, Resubmission, Resubmitted,
+    CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, NewJob, NewRun, Resubmission, Resubmitted,
     RunState,
 };
 use acufarm_coordinator::{RetryPolicy, Store, StoreError};
@@ -55,6 +55,8 @@ conformance!(
     resubmit_requeues_failed_jobs_with_a_fresh_budget,
     cancel_stops_unfinished_jobs_and_fences_their_holders,
     unknown_run_is_reported,
+    job_records_and_filters_show_state_holder_and_failure,
+    runs_are_listed_and_their_spec_replaced,
 );
 
 const BUNDLE: &str = "bundle-a";
@@ -563,4 +565,42 @@ async fn unknown_run_is_reported<S: Store>(store: S) {
     assert!(matches!(store.pause_run(missing, at(0)).await, Err(StoreError::RunNotFound { .. })));
     assert!(matches!(store.cancel_run(missing, at(0)).await, Err(StoreError::RunNotFound { .. })));
     assert!(matches!(store.succeeded_jobs(missing).await, Err(StoreError::RunNotFound { .. })));
+}
+
+async fn job_records_and_filters_show_state_holder_and_failure<S: Store>(store: S) {
+    let run = store.create_run(&new_run("records", 0, &["m1", "m2"], 2), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 3, at(1)).await;
+    assert_eq!(leased.len(), 3);
+    assert_eq!(fail_one(&store, leased[1].job, 1, FailureClass::Permanent, at(2)).await, Failure::Failed { exhausted: false });
+
+    let records = store.job_records(&[leased[2].job, leased[0].job, JobId(999_999)]).await.unwrap();
+    assert_eq!(records.len(), 2, "unknown ids are left out");
+    assert_eq!(records[0].job, leased[0].job, "id order");
+    assert_eq!((records[0].state, records[0].attempt, records[0].leased_by.as_deref()), (JobState::Leased, Attempt(1), Some("w1")));
+    assert_eq!(records[0].spec, leased[0].spec);
+    assert_eq!(records[0].run, run);
+    assert!(store.job_records(&[]).await.unwrap().is_empty());
+
+    let failed = store.run_jobs(run, &JobFilter { state: Some(JobState::Failed), ..JobFilter::default() }).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].failure_class, Some(FailureClass::Permanent));
+    assert_eq!(failed[0].last_error.as_deref(), Some("permanent failure"));
+    assert_eq!(failed[0].leased_by, None);
+
+    let m2 = store.run_jobs(run, &JobFilter { shard_keys: Some(vec!["m2".into()]), ..JobFilter::default() }).await.unwrap();
+    assert_eq!(m2.iter().map(|job| job.sample_id.as_str()).collect::<Vec<_>>(), ["m2_000", "m2_001"]);
+    let first = store.run_jobs(run, &JobFilter { limit: Some(1), ..JobFilter::default() }).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(store.run_jobs(run, &JobFilter::default()).await.unwrap().len(), 4);
+}
+
+async fn runs_are_listed_and_their_spec_replaced<S: Store>(store: S) {
+    let a = store.create_run(&new_run("a", 0, &["m1"], 1), false, at(0)).await.unwrap();
+    let b = store.create_run(&new_run("b", 5, &["m1"], 1), false, at(1)).await.unwrap();
+    let runs = store.list_runs().await.unwrap();
+    assert_eq!(runs.iter().map(|run| run.id).collect::<Vec<_>>(), [a, b]);
+    store.set_run_spec(b, "[run]\nname = \"b\"\n# fixed\n", at(2)).await.unwrap();
+    assert!(store.run(b).await.unwrap().spec.ends_with("# fixed\n"));
+    assert!(matches!(store.set_run_spec(RunId(424_242), "", at(3)).await, Err(StoreError::RunNotFound { .. })));
+    assert!(matches!(store.run(RunId(424_242)).await, Err(StoreError::RunNotFound { .. })));
 }

@@ -242,6 +242,31 @@ pub struct SucceededJob {
     pub result: serde_json::Value,
 }
 
+/// A job as the operator and the committing coordinator see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub job: JobId,
+    pub run: RunId,
+    pub shard_key: String,
+    pub sample_id: String,
+    pub state: JobState,
+    pub attempt: Attempt,
+    /// The worker holding the lease, while leased.
+    pub leased_by: Option<String>,
+    pub spec: serde_json::Value,
+    pub failure_class: Option<FailureClass>,
+    pub last_error: Option<String>,
+}
+
+/// Which jobs of a run to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    /// Only these shard keys (all shards when `None`).
+    pub shard_keys: Option<Vec<String>>,
+    pub limit: Option<u32>,
+}
+
 /// Everything the coordinator asks of its database. Time is always passed in (`now`), so tests
 /// and the reaper decide what time it is. Futures are `Send` so operations can run on spawned
 /// tasks.
@@ -310,6 +335,32 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// The succeeded jobs of a run with their results, in job order, for the manifest writer.
     fn succeeded_jobs(&self, run: RunId) -> impl Future<Output = Result<Vec<SucceededJob>>> + Send;
+
+    /// One run by id ([`StoreError::RunNotFound`] when it does not exist).
+    fn run(&self, run: RunId) -> impl Future<Output = Result<RunInfo>> + Send;
+
+    /// Every run, oldest first.
+    fn list_runs(&self) -> impl Future<Output = Result<Vec<RunInfo>>> + Send;
+
+    /// Replaces the run spec a later resubmit re-resolves against (a corrected id grammar).
+    fn set_run_spec(&self, run: RunId, spec: &str, now: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+
+    /// The named jobs that exist, in id order (no lock taken: a snapshot).
+    fn job_records(&self, jobs: &[JobId]) -> impl Future<Output = Result<Vec<JobRecord>>> + Send;
+
+    /// The jobs of a run that pass `filter`, in id order.
+    fn run_jobs(&self, run: RunId, filter: &JobFilter) -> impl Future<Output = Result<Vec<JobRecord>>> + Send;
+}
+
+/// Parses a failure class read from the database.
+pub(crate) fn parse_failure_class(text: Option<String>) -> Result<Option<FailureClass>> {
+    text.map(|text| {
+        [FailureClass::Retryable, FailureClass::Permanent, FailureClass::Qa]
+            .into_iter()
+            .find(|class| class.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt { detail: format!("unknown failure class `{text}`") })
+    })
+    .transpose()
 }
 
 /// What a batch operation writes back for one job. Fields left `None` keep their value.

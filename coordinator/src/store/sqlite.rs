@@ -4,7 +4,8 @@
 //! a read lock (which SQLite answers with SQLITE_BUSY instead of waiting).
 
 use super::{
-    CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobWrite, LeaseRequest, LeasedJob,
+    CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite,
+    LeaseRequest, LeasedJob, parse_failure_class,
     NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store,
     SucceededJob, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
     run_transition, shard_statuses, validate_new_run,
@@ -31,6 +32,8 @@ const WRITE_JOB: &str = include_str!("sql/sqlite/write_job.sql");
 const CANCEL_JOBS: &str = include_str!("sql/sqlite/cancel_jobs.sql");
 const SHARD_COUNTS: &str = include_str!("sql/sqlite/shard_counts.sql");
 const SUCCEEDED_JOBS: &str = include_str!("sql/sqlite/succeeded_jobs.sql");
+const JOB_RECORDS: &str = include_str!("sql/sqlite/job_records.sql");
+const RUN_JOBS: &str = include_str!("sql/sqlite/run_jobs.sql");
 const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, state, created_at";
 
 #[derive(Debug, Clone)]
@@ -443,6 +446,74 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+
+    async fn run(&self, run: RunId) -> Result<RunInfo> {
+        self.run_info(run).await
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunInfo>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY id")))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("listing runs"))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn set_run_spec(&self, run: RunId, spec: &str, now: DateTime<Utc>) -> Result<()> {
+        let done = sqlx::query("UPDATE runs SET spec = $2, updated_at = $3 WHERE id = $1")
+            .bind(run.0)
+            .bind(spec)
+            .bind(timestamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("replacing a run's spec"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::RunNotFound { run });
+        }
+        Ok(())
+    }
+
+    async fn job_records(&self, jobs: &[JobId]) -> Result<Vec<JobRecord>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(&jobs.iter().map(|job| job.0).collect::<Vec<_>>()).map_err(|e| StoreError::Corrupt { detail: e.to_string() })?;
+        let rows = sqlx::query(JOB_RECORDS).bind(ids).fetch_all(&self.pool).await.map_err(StoreError::db("reading jobs"))?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn run_jobs(&self, run: RunId, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        let keys = filter
+            .shard_keys
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt { detail: e.to_string() })?;
+        let rows = sqlx::query(RUN_JOBS)
+            .bind(run.0)
+            .bind(filter.state.map(|state| state.as_str()))
+            .bind(keys)
+            .bind(filter.limit.map_or(-1, i64::from))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("listing a run's jobs"))?;
+        rows.iter().map(record_from_row).collect()
+    }
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<JobRecord> {
+    Ok(JobRecord {
+        job: JobId(column(row, "id")?),
+        run: RunId(column(row, "run_id")?),
+        shard_key: column(row, "shard_key")?,
+        sample_id: column(row, "sample_id")?,
+        state: parse_job_state(&column::<_, String>(row, "state")?)?,
+        attempt: Attempt(column(row, "attempt")?),
+        leased_by: column(row, "leased_by")?,
+        spec: parse_json(&column::<_, String>(row, "spec")?)?,
+        failure_class: parse_failure_class(column(row, "failure_class")?)?,
+        last_error: column(row, "last_error")?,
+    })
 }
 
 #[cfg(test)]
