@@ -1,13 +1,22 @@
-//! The coordinator's job store and the rules it enforces: the job state machine ([`state`]), the
-//! retry policy ([`retry`]) and the [`store::Store`] trait with its Postgres and SQLite
-//! implementations. Scheduling, gRPC and the HTTP API build on this crate; none of them changes a
-//! job's state except through it.
+//! The coordinator: the job store and the rules it enforces (the job state machine in [`state`],
+//! the retry policy in [`retry`], the [`store::Store`] trait with its PostgreSQL and SQLite
+//! implementations), how a spec becomes jobs and a staged output a committed one ([`runs`]), the
+//! manifest writer ([`manifest`]), Redis presence/events/counters ([`events`]), configuration
+//! ([`config`]) and the gRPC service ([`service`]). Nothing changes a job's state except through
+//! the store.
 
+pub mod config;
 pub mod error;
+pub mod events;
+pub mod manifest;
 pub mod retry;
+pub mod runs;
+pub mod service;
 pub mod state;
 pub mod store;
 
+pub use config::Config;
 pub use error::StoreError;
 pub use retry::RetryPolicy;
+pub use service::Coordinator;
 pub use store::{PgStore, SqliteStore, Store};

@@ -238,6 +238,24 @@ pub enum ShardState {
     Cancelled,
 }
 
+impl ShardState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for ShardState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Any failed job fails the shard; all succeeded is success; otherwise still in flight.
 pub fn shard_state(counts: &StateCounts) -> ShardState {
     if counts.failed > 0 {

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 /// Folder (under an output root) that holds uploads not yet committed.
 pub const STAGING: &str = "_staging";
+/// Root of files shipped with a run spec (scene images), `_acufarm/<run>/…`; not part of the outputs.
+pub const SHIPPED: &str = "_acufarm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -40,6 +42,16 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: String,
+}
+
+/// Whether a relative path lies under one of acufarm's own folders (staging, shipped files).
+fn is_reserved(rel: &str) -> bool {
+    matches!(rel.split('/').next(), Some(STAGING | SHIPPED))
+}
+
+/// Root URL of the files shipped with run `run` under an output root.
+pub fn shipped_url(output_url: &str, run: &str) -> String {
+    format!("{}/{SHIPPED}/{run}", output_url.trim_end_matches('/'))
 }
 
 impl Storage {
@@ -104,7 +116,7 @@ impl Storage {
     pub async fn list(&self, under: &str) -> Result<Vec<String>, StorageError> {
         let prefix = if under.is_empty() { self.prefix.clone() } else { self.key(under)? };
         let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(|e| self.io(under, e))?;
-        let mut out: Vec<String> = metas.iter().filter_map(|m| self.rel(&m.location)).filter(|p| !p.starts_with(STAGING)).collect();
+        let mut out: Vec<String> = metas.iter().filter_map(|m| self.rel(&m.location)).filter(|p| !is_reserved(p)).collect();
         out.sort();
         Ok(out)
     }

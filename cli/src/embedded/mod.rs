@@ -3,12 +3,13 @@
 //! distributed farm. Resumable: the run's state lives in `<state-dir>/<run>.sqlite`, so running the
 //! same command again after Ctrl-C or a crash finishes only what is left.
 
-mod manifest_writer;
 mod progress;
 
-use acufarm_coordinator::store::{CompletionRequest, FailureRequest, LeaseRequest, NewJob, NewRun};
-use acufarm_coordinator::{RetryPolicy, SqliteStore, Store};
-use acufarm_core::manifest::{BundleRef, FileRef, ManifestRow};
+use acufarm_coordinator::runs::{self, Producer, StagedOutput};
+use acufarm_coordinator::service::retry_policy;
+use acufarm_coordinator::store::{CompletionRequest, FailureRequest, LeaseRequest};
+use acufarm_coordinator::{RetryPolicy, SqliteStore, Store, manifest};
+use acufarm_core::manifest::{BundleRef, ManifestRow};
 use acufarm_core::{FailureClass, JobSpec, RunSpec, resolve};
 use acufarm_storage::Storage;
 use acufarm_worker::executor::{self, Roots, SceneCache};
@@ -70,18 +71,7 @@ struct Shared {
 }
 
 fn policy(spec: &RunSpec) -> RetryPolicy {
-    let r = &spec.retry;
-    RetryPolicy::builder()
-        .max_attempts(r.max_attempts)
-        .backoff_base(Duration::from_secs_f64(r.backoff_base_s.max(0.0)))
-        .backoff_max(Duration::from_secs_f64(r.backoff_max_s.max(0.0)))
-        .max_lost(r.max_lost)
-        .build()
-}
-
-/// Unique key of a job within its run.
-fn job_key(job: &JobSpec) -> String {
-    if job.variant == 0 { job.sample_id.clone() } else { format!("{}/v{}", job.sample_id, job.variant) }
+    retry_policy(spec)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -138,21 +128,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             if resolution.jobs.is_empty() && resolution.rejected.is_empty() {
                 bail!("no images found under {} in {} (after filters: {} left out); check `dataset.images` and `[filters]`", dataset.images.join(", "), dataset.input, resolution.filtered_out);
             }
-            let mut jobs: Vec<NewJob> = resolution
-                .jobs
-                .iter()
-                .map(|j| Ok(NewJob { shard_key: j.shard.clone(), sample_id: job_key(j), spec: serde_json::to_value(j)? }))
-                .collect::<anyhow::Result<_>>()?;
-            // An image whose id cannot be parsed becomes a job that fails permanently on its first
-            // attempt with the reason, so it shows in the run's failures instead of vanishing.
-            for rejected in &resolution.rejected {
-                let acufarm_core::ResolveError::SampleId { path, .. } = rejected;
-                jobs.push(NewJob { shard_key: "unresolved".into(), sample_id: path.clone(), spec: serde_json::json!({ "error": rejected.to_string(), "source": path }) });
-            }
-            let mut shards: Vec<String> = jobs.iter().map(|j| j.shard_key.clone()).collect();
-            shards.sort();
-            shards.dedup();
-            let run = NewRun { name: spec.run.name.clone(), spec: spec_text.clone(), priority: spec.run.priority, bundle_sha256: bundle_ref.sha256.clone(), shards, jobs };
+            let run = runs::plan_run(&spec, &spec_text, &resolution, &bundle_ref.sha256)?;
             output.clean_staging(Some(&spec.run.name)).await?;
             store.create_run(&run, args.force, now).await?
         }
@@ -190,7 +166,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     }
 
     let status = store.run_status(run_id).await?;
-    let written = manifest_writer::write(&store, run_id, &spec.run.name, &output).await?;
+    let written = manifest::write(&store, run_id, &spec.run.name, &output).await?;
     eprintln!(
         "run {}: {} succeeded, {} failed; wrote {} manifest rows to {}",
         spec.run.name, status.counts.succeeded, status.counts.failed, written, dataset.output
@@ -292,8 +268,7 @@ async fn worker_loop(shared: Shared, mut pipeline: Pipeline, worker: String, bat
     }
 }
 
-/// Coordinator side of a completion: move the staged output to its final key, copy the label
-/// beside it byte-for-byte, and build the manifest row the store records with the completion.
+/// Coordinator side of a completion: the same commit the farm's coordinator does.
 async fn commit(
     shared: &Shared,
     lease: &acufarm_coordinator::store::LeasedJob,
@@ -301,33 +276,7 @@ async fn commit(
     staged: executor::Staged,
     worker: &str,
 ) -> Result<ManifestRow, executor::JobError> {
-    shared.output.commit(&staged.staging_key, &job.output).await?;
-    let annotation = match (&job.label, &job.output_label) {
-        (Some(label), Some(out_label)) => {
-            shared.output.copy_from(&shared.input, label, out_label).await?;
-            Some(FileRef { path: out_label.clone(), sha256: shared.output.sha256(out_label).await? })
-        }
-        _ => None,
-    };
-    Ok(ManifestRow {
-        run: shared.run_name.clone(),
-        shard: job.shard.clone(),
-        sample_id: job.sample_id.clone(),
-        variant: job.variant,
-        qa_try: job.qa_try,
-        source: FileRef { path: job.source.clone(), sha256: staged.source_sha256.clone() },
-        output: FileRef { path: job.output.clone(), sha256: staged.sha256.clone() },
-        annotation,
-        prompt_set: job.prompt_set,
-        prompt: job.prompt.clone(),
-        negative: job.negative.clone(),
-        seed: job.seed,
-        scene: job.scene.clone(),
-        params: job.params.clone(),
-        bundle: shared.bundle.clone(),
-        worker: worker.to_string(),
-        execution_provider: shared.execution_provider.clone(),
-        attempt: lease.attempt.0,
-        timings: staged.timings,
-    })
+    let staged = StagedOutput { staging_key: staged.staging_key, sha256: staged.sha256, source_sha256: staged.source_sha256, timings: staged.timings };
+    let producer = Producer { run: &shared.run_name, bundle: shared.bundle.clone(), worker, execution_provider: &shared.execution_provider, attempt: lease.attempt.0 };
+    Ok(runs::commit_output(&shared.input, &shared.output, job, &staged, producer).await?)
 }

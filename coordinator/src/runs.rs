@@ -1,0 +1,154 @@
+//! What turns a run spec into jobs, and a staged output into a committed one: shared by the
+//! embedded runner and the gRPC service so both queue, name and commit jobs the same way.
+
+use crate::store::{JobRecord, NewJob, NewRun, Resubmission};
+use acufarm_core::manifest::{BundleRef, FileRef, ManifestRow};
+use acufarm_core::resolve::Resolution;
+use acufarm_core::{JobSpec, ResolveError, RunSpec};
+use acufarm_storage::{Storage, StorageError};
+use std::collections::{BTreeMap, HashMap};
+
+/// Shard of the jobs whose sample id could not be parsed.
+pub const UNRESOLVED_SHARD: &str = "unresolved";
+
+/// Unique key of a job within its run: the sample id, with `/v{n}` for variants after the first.
+pub fn job_key(job: &JobSpec) -> String {
+    if job.variant == 0 { job.sample_id.clone() } else { format!("{}/v{}", job.sample_id, job.variant) }
+}
+
+/// The spec a job gets when its image cannot be resolved: it fails permanently on its first
+/// attempt with `error`, so it shows among the run's failures instead of vanishing.
+pub fn unresolved_spec(rejected: &ResolveError) -> serde_json::Value {
+    let ResolveError::SampleId { path, .. } = rejected;
+    serde_json::json!({ "error": rejected.to_string(), "source": path })
+}
+
+/// The input path a stored job spec renders (either kind of spec).
+pub fn spec_source(spec: &serde_json::Value) -> Option<&str> {
+    spec.get("source").and_then(|source| source.as_str())
+}
+
+/// The run to insert for a resolution: one job per resolved image (and variant), one per
+/// unparseable image, shards in key order.
+pub fn plan_run(spec: &RunSpec, spec_text: &str, resolution: &Resolution, bundle_sha256: &str) -> Result<NewRun, serde_json::Error> {
+    let mut jobs: Vec<NewJob> = resolution
+        .jobs
+        .iter()
+        .map(|job| Ok(NewJob { shard_key: job.shard.clone(), sample_id: job_key(job), spec: serde_json::to_value(job)? }))
+        .collect::<Result<_, serde_json::Error>>()?;
+    for rejected in &resolution.rejected {
+        let ResolveError::SampleId { path, .. } = rejected;
+        jobs.push(NewJob { shard_key: UNRESOLVED_SHARD.into(), sample_id: path.clone(), spec: unresolved_spec(rejected) });
+    }
+    let mut shards: Vec<String> = jobs.iter().map(|job| job.shard_key.clone()).collect();
+    shards.sort();
+    shards.dedup();
+    Ok(NewRun {
+        name: spec.run.name.clone(),
+        spec: spec_text.to_string(),
+        priority: spec.run.priority,
+        bundle_sha256: bundle_sha256.to_string(),
+        shards,
+        jobs,
+    })
+}
+
+/// New specs for failed jobs from a fresh resolution, matched by input path and variant: a job
+/// whose file now resolves gets its new spec; one that still does not gets the reason again.
+/// Returns the resubmissions and how many of them are still unresolved.
+pub fn re_resolve(failed: &[JobRecord], resolution: &Resolution) -> Result<(Vec<Resubmission>, usize), serde_json::Error> {
+    let mut resolved: HashMap<(&str, u32), &JobSpec> = HashMap::new();
+    for job in &resolution.jobs {
+        resolved.insert((job.source.as_str(), job.variant), job);
+    }
+    let rejected: HashMap<&str, &ResolveError> = resolution
+        .rejected
+        .iter()
+        .map(|rejected| {
+            let ResolveError::SampleId { path, .. } = rejected;
+            (path.as_str(), rejected)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(failed.len());
+    let mut unresolved = 0;
+    for record in failed {
+        let source = spec_source(&record.spec).unwrap_or(record.sample_id.as_str());
+        let variant = record.spec.get("variant").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        let spec = match (resolved.get(&(source, variant)), rejected.get(source)) {
+            (Some(job), _) => serde_json::to_value(job)?,
+            (None, Some(rejected)) => {
+                unresolved += 1;
+                unresolved_spec(rejected)
+            }
+            (None, None) => {
+                unresolved += 1;
+                serde_json::json!({
+                    "error": format!("{source} is no longer part of the run (deleted, or left out by the spec's filters); restore it or ignore this failure"),
+                    "source": source,
+                })
+            }
+        };
+        out.push(Resubmission { job: record.job, spec });
+    }
+    Ok((out, unresolved))
+}
+
+/// A staged output as its worker reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedOutput {
+    pub staging_key: String,
+    pub sha256: String,
+    pub source_sha256: String,
+    pub timings: BTreeMap<String, f64>,
+}
+
+/// Who produced an output, for its manifest row.
+#[derive(Debug, Clone)]
+pub struct Producer<'a> {
+    pub run: &'a str,
+    pub bundle: BundleRef,
+    pub worker: &'a str,
+    pub execution_provider: &'a str,
+    pub attempt: i32,
+}
+
+/// Moves a staged output to its final key (the dataset layout restored), copies its label beside
+/// it byte-for-byte and returns its manifest row. Safe to repeat: a second commit of the same
+/// attempt finds the object already moved only if it was lost, and then fails with NotFound.
+pub async fn commit_output(
+    input: &Storage,
+    output: &Storage,
+    job: &JobSpec,
+    staged: &StagedOutput,
+    producer: Producer<'_>,
+) -> Result<ManifestRow, StorageError> {
+    output.commit(&staged.staging_key, &job.output).await?;
+    let annotation = match (&job.label, &job.output_label) {
+        (Some(label), Some(out_label)) => {
+            output.copy_from(input, label, out_label).await?;
+            Some(FileRef { path: out_label.clone(), sha256: output.sha256(out_label).await? })
+        }
+        _ => None,
+    };
+    Ok(ManifestRow {
+        run: producer.run.to_string(),
+        shard: job.shard.clone(),
+        sample_id: job.sample_id.clone(),
+        variant: job.variant,
+        qa_try: job.qa_try,
+        source: FileRef { path: job.source.clone(), sha256: staged.source_sha256.clone() },
+        output: FileRef { path: job.output.clone(), sha256: staged.sha256.clone() },
+        annotation,
+        prompt_set: job.prompt_set,
+        prompt: job.prompt.clone(),
+        negative: job.negative.clone(),
+        seed: job.seed,
+        scene: job.scene.clone(),
+        params: job.params.clone(),
+        bundle: producer.bundle,
+        worker: producer.worker.to_string(),
+        execution_provider: producer.execution_provider.to_string(),
+        attempt: producer.attempt,
+        timings: staged.timings.clone(),
+    })
+}

@@ -1,0 +1,301 @@
+//! The `Admin` gRPC calls the CLI makes: submit, status, resubmit, cancel, pause, resume and
+//! write-manifest.
+
+use super::{Coordinator, store_status, storage_status, unix_ms};
+use crate::events::Event;
+use crate::runs;
+use crate::store::{JobFilter, RunInfo, Store};
+use crate::{StoreError, manifest};
+use acufarm_core::{FailureClass, JobState, RunSpec, resolve};
+use acufarm_proto::admin_server::Admin;
+use acufarm_proto::v1 as pb;
+use acufarm_storage::{SHIPPED, Storage};
+use bytes::Bytes;
+use chrono::Utc;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use tonic::{Request, Response, Status};
+
+pub(crate) struct AdminService<S>(pub Coordinator<S>);
+
+/// Failed jobs listed per run when the request does not say.
+const DEFAULT_FAILURES: u32 = 20;
+
+/// Files a spec names relative to itself: its scene images and a background image.
+pub fn spec_files(spec: &RunSpec) -> BTreeSet<String> {
+    let mut files: BTreeSet<String> = spec.scenes.images.iter().cloned().collect();
+    if let Some(background) = spec.conditioning.background.as_ref()
+        && background != "scene"
+        && background != "gray"
+    {
+        files.insert(background.clone());
+    }
+    files
+}
+
+fn safe_relative(path: &str) -> bool {
+    !path.is_empty() && !path.starts_with('/') && !path.contains('\\') && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+fn parse_spec(text: &str, path: &str) -> Result<RunSpec, Status> {
+    let shown = if path.is_empty() { "<submitted spec>" } else { path };
+    let spec = RunSpec::parse(text, Path::new(shown)).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if spec.dataset.is_none() {
+        return Err(Status::invalid_argument(format!(
+            "run spec {shown} has no [dataset] section; add input, output and images (see examples/acusim.toml)"
+        )));
+    }
+    Ok(spec)
+}
+
+/// Stores the files shipped with a spec under `_acufarm/<run>/` of the output root, after checking
+/// that every file the spec names was sent.
+async fn ship_files(spec: &RunSpec, files: &[pb::SpecFile], output: &Storage, spec_path: &str) -> Result<(), Status> {
+    let sent: HashMap<&str, &pb::SpecFile> = files.iter().map(|file| (file.path.as_str(), file)).collect();
+    for name in spec_files(spec) {
+        if !safe_relative(&name) {
+            return Err(Status::invalid_argument(format!(
+                "{spec_path} names the file `{name}`, which is not a plain relative path; give scene images as paths relative to the spec, without `..`"
+            )));
+        }
+        let file = sent.get(name.as_str()).ok_or_else(|| {
+            Status::invalid_argument(format!("{spec_path} names `{name}`, but it was not sent with the spec; put it beside the spec (paths are relative to it)"))
+        })?;
+        output.put(&format!("{SHIPPED}/{}/{name}", spec.run.name), Bytes::from(file.content.clone())).await.map_err(storage_status)?;
+    }
+    Ok(())
+}
+
+fn counts(counts: &crate::state::StateCounts) -> pb::Counts {
+    pb::Counts { queued: counts.queued, leased: counts.leased, succeeded: counts.succeeded, failed: counts.failed, cancelled: counts.cancelled }
+}
+
+impl<S: Store> AdminService<S> {
+    async fn find(&self, name: &str) -> Result<RunInfo, Status> {
+        if name.is_empty() {
+            return Err(Status::invalid_argument("no run named; give the run name (see `acufarm status`)"));
+        }
+        self.0.inner.store.find_run(name).await.map_err(store_status)?.ok_or_else(|| Status::not_found(format!("no run named `{name}`; list the runs with `acufarm status`")))
+    }
+
+    async fn resolve(&self, spec: &RunSpec) -> Result<(Storage, resolve::Resolution), Status> {
+        let dataset = spec.dataset.as_ref().expect("checked by parse_spec");
+        let input = Storage::open(&dataset.input).map_err(storage_status)?;
+        let files = input.list("").await.map_err(storage_status)?;
+        let resolution = resolve::resolve_run(spec, &files).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok((input, resolution))
+    }
+
+    async fn run_status(&self, info: &RunInfo, failures_limit: u32) -> Result<pb::RunStatus, Status> {
+        let store = &self.0.inner.store;
+        let status = store.run_status(info.id).await.map_err(store_status)?;
+        let failed = store
+            .run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: Some(failures_limit) })
+            .await
+            .map_err(store_status)?;
+        let output_url = self.0.run_context(info.id).await.map(|run| run.output_url.clone()).unwrap_or_default();
+        Ok(pb::RunStatus {
+            run_id: info.id.0,
+            name: info.name.clone(),
+            state: info.state.to_string(),
+            priority: info.priority,
+            bundle_sha256: info.bundle_sha256.clone(),
+            created_unix_ms: unix_ms(info.created_at),
+            counts: Some(counts(&status.counts)),
+            shards: status
+                .shards
+                .iter()
+                .map(|shard| pb::ShardStatus { shard_id: shard.shard.0, key: shard.key.clone(), state: shard.state.to_string(), counts: Some(counts(&shard.counts)) })
+                .collect(),
+            failures: failed
+                .into_iter()
+                .map(|job| pb::FailedJob {
+                    job_id: job.job.0,
+                    shard: job.shard_key,
+                    sample_id: job.sample_id,
+                    class: pb::FailureClass::from(job.failure_class.unwrap_or(FailureClass::Permanent)) as i32,
+                    message: job.last_error.unwrap_or_default(),
+                    attempt: job.attempt.0,
+                })
+                .collect(),
+            output_url,
+            rate_per_s: self.0.inner.events.rate(info.id.0, Utc::now().timestamp()).await,
+        })
+    }
+
+    async fn change(&self, name: &str, action: &str) -> Result<Response<pb::RunStateResponse>, Status> {
+        let info = self.find(name).await?;
+        let store = &self.0.inner.store;
+        let now = Utc::now();
+        match action {
+            "cancel" => store.cancel_run(info.id, now).await,
+            "pause" => store.pause_run(info.id, now).await,
+            _ => store.resume_run(info.id, now).await,
+        }
+        .map_err(store_status)?;
+        let state = store.run(info.id).await.map_err(store_status)?.state.to_string();
+        self.0.touch(info.id);
+        self.0.inner.events.publish(&Event::RunChanged { run_id: info.id.0, name: info.name.clone(), state: state.clone() }).await;
+        tracing::info!(run = %info.name, %state, "run {action}");
+        Ok(Response::new(pb::RunStateResponse { state }))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> Admin for AdminService<S> {
+    async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let request = request.into_inner();
+        let spec = parse_spec(&request.spec_toml, &request.spec_path)?;
+        if request.bundle_sha256.len() != 64 || !request.bundle_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument("the submit carried no valid bundle sha256; pass --bundle DIR of the bundle the workers hold"));
+        }
+        let store = &self.0.inner.store;
+        if !request.force && store.find_run(&spec.run.name).await.map_err(store_status)?.is_some() {
+            return Err(store_status(StoreError::RunNameTaken { name: spec.run.name.clone() }));
+        }
+        let dataset = spec.dataset.clone().expect("checked by parse_spec");
+        let output = Storage::open(&dataset.output).map_err(storage_status)?;
+        let (input, resolution) = self.resolve(&spec).await?;
+        if resolution.jobs.is_empty() && resolution.rejected.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "no images found under {} in {} (after filters: {} left out); check `dataset.images` and `[filters]`",
+                dataset.images.join(", "),
+                dataset.input,
+                resolution.filtered_out
+            )));
+        }
+        ship_files(&spec, &request.files, &output, &request.spec_path).await?;
+        let new_run = runs::plan_run(&spec, &request.spec_toml, &resolution, &request.bundle_sha256).map_err(|e| Status::internal(e.to_string()))?;
+        output.clean_staging(Some(&spec.run.name)).await.map_err(storage_status)?;
+        let run_id = store.create_run(&new_run, request.force, Utc::now()).await.map_err(store_status)?;
+        for file in &dataset.copy {
+            output.copy_from(&input, file, file).await.map_err(storage_status)?;
+        }
+        self.0.forget_run(run_id).await;
+        self.0.touch(run_id);
+        self.0.inner.events.publish(&Event::RunSubmitted { run_id: run_id.0, name: spec.run.name.clone(), jobs: new_run.jobs.len() }).await;
+        Ok(Response::new(pb::SubmitResponse {
+            run_id: run_id.0,
+            name: spec.run.name.clone(),
+            jobs: new_run.jobs.len() as u64,
+            shards: new_run.shards.len() as u64,
+            unresolved: resolution.rejected.len() as u64,
+            filtered_out: resolution.filtered_out as u64,
+        }))
+    }
+
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let request = request.into_inner();
+        let infos = if request.run.is_empty() { self.0.inner.store.list_runs().await.map_err(store_status)? } else { vec![self.find(&request.run).await?] };
+        let limit = if request.failures_limit == 0 { DEFAULT_FAILURES } else { request.failures_limit };
+        let mut runs = Vec::with_capacity(infos.len());
+        for info in &infos {
+            runs.push(self.run_status(info, limit).await?);
+        }
+        let events = &self.0.inner.events;
+        let workers = events
+            .workers()
+            .await
+            .into_iter()
+            .map(|worker| pb::WorkerPresence {
+                worker_id: worker.worker_id,
+                name: worker.name,
+                hostname: worker.hostname,
+                bundle_name: worker.bundle_name,
+                bundle_sha256: worker.bundle_sha256,
+                execution_providers: worker.execution_providers,
+                gpu: worker.gpu,
+                last_seen_unix_ms: worker.last_seen_unix_ms,
+                jobs_held: worker.jobs_held,
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse { runs, workers, redis_ok: events.ok().await }))
+    }
+
+    async fn resubmit(&self, request: Request<pb::ResubmitRequest>) -> Result<Response<pb::ResubmitResponse>, Status> {
+        let request = request.into_inner();
+        if !request.failed && request.shards.is_empty() {
+            return Err(Status::invalid_argument("say which jobs to resubmit: --failed for every failed job, or --shard KEY for the failed jobs of chosen shards"));
+        }
+        let info = self.find(&request.run).await?;
+        let store = &self.0.inner.store;
+        let (spec_text, spec_path) = if request.spec_toml.is_empty() {
+            (info.spec.clone(), format!("<stored spec of run {}>", info.name))
+        } else {
+            (request.spec_toml.clone(), request.spec_path.clone())
+        };
+        let spec = parse_spec(&spec_text, &spec_path)?;
+        if spec.run.name != info.name {
+            return Err(Status::invalid_argument(format!(
+                "the corrected spec names run `{}`, not `{}`; keep run.name unchanged when resubmitting",
+                spec.run.name, info.name
+            )));
+        }
+        if !request.shards.is_empty() {
+            let status = store.run_status(info.id).await.map_err(store_status)?;
+            for key in &request.shards {
+                if !status.shards.iter().any(|shard| &shard.key == key) {
+                    return Err(Status::not_found(format!("run `{}` has no shard `{key}`; see the shard keys with `acufarm status {}`", info.name, info.name)));
+                }
+            }
+        }
+        if !request.spec_toml.is_empty() {
+            let output = Storage::open(&spec.dataset.as_ref().expect("checked").output).map_err(storage_status)?;
+            ship_files(&spec, &request.files, &output, &spec_path).await?;
+        }
+        let filter = JobFilter { state: Some(JobState::Failed), shard_keys: (!request.shards.is_empty()).then(|| request.shards.clone()), limit: None };
+        let failed = store.run_jobs(info.id, &filter).await.map_err(store_status)?;
+        let (_, resolution) = self.resolve(&spec).await?;
+        let (resubmissions, unresolved) = runs::re_resolve(&failed, &resolution).map_err(|e| Status::internal(e.to_string()))?;
+        if !request.spec_toml.is_empty() {
+            store.set_run_spec(info.id, &spec_text, Utc::now()).await.map_err(store_status)?;
+            self.0.forget_run(info.id).await;
+        }
+        let reports = store.resubmit(&resubmissions, Utc::now()).await.map_err(store_status)?;
+        let requeued = reports.iter().filter(|report| report.outcome == crate::store::Resubmitted::Requeued).count();
+        self.0.forget_run(info.id).await;
+        self.0.touch(info.id);
+        tracing::info!(run = %info.name, requeued, unresolved, "resubmitted failed jobs");
+        Ok(Response::new(pb::ResubmitResponse { requeued: requeued as u64, unresolved: unresolved as u64 }))
+    }
+
+    async fn cancel(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::RunStateResponse>, Status> {
+        self.change(&request.into_inner().run, "cancel").await
+    }
+
+    async fn pause(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::RunStateResponse>, Status> {
+        self.change(&request.into_inner().run, "pause").await
+    }
+
+    async fn resume(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::RunStateResponse>, Status> {
+        self.change(&request.into_inner().run, "resume").await
+    }
+
+    async fn write_manifest(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::WriteManifestResponse>, Status> {
+        let info = self.find(&request.into_inner().run).await?;
+        let run = self.0.run_context(info.id).await?;
+        let rows = manifest::write(&self.0.inner.store, info.id, &info.name, &run.output).await.map_err(|e| {
+            if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) }
+        })?;
+        let status = self.0.inner.store.run_status(info.id).await.map_err(store_status)?;
+        if status.counts.queued == 0 && status.counts.leased == 0 {
+            run.output.clean_staging(Some(&info.name)).await.map_err(storage_status)?;
+        }
+        Ok(Response::new(pb::WriteManifestResponse { rows: rows as u64, output_url: run.output_url.clone() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_paths_must_be_plain_relative_paths() {
+        for good in ["scenes/warm_room.png", "a.png", "x/y/z.jpg"] {
+            assert!(safe_relative(good), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "../x.png", "scenes/../../x.png", "a//b.png", "./a.png", "c:\\x.png"] {
+            assert!(!safe_relative(bad), "{bad}");
+        }
+    }
+}

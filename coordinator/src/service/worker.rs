@@ -1,0 +1,333 @@
+//! The `Worker` gRPC calls: register, lease, heartbeat, complete, fail. Each batch call is one
+//! store transaction; completions are committed in storage (staging → final key, label copied)
+//! before the transaction that records them, and only for attempts that still hold their lease.
+
+use super::{Coordinator, MAX_LEASE, RunContext, store_status, unix_ms};
+use crate::events::{Event, Presence};
+use crate::runs::{self, Producer, StagedOutput};
+use crate::store::{CompletionRequest, FailureRequest, JobAttempt, JobRecord, LeaseRequest, Store};
+use crate::state::{Completion, Failure};
+use acufarm_core::manifest::BundleRef;
+use acufarm_core::{Attempt, FailureClass, JobId, JobSpec, JobState, RunId};
+use acufarm_proto::v1 as pb;
+use acufarm_proto::worker_server::Worker;
+use acufarm_storage::Storage;
+use chrono::Utc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tonic::{Request, Response, Status};
+
+pub(crate) struct WorkerService<S>(pub Coordinator<S>);
+
+/// A short id unique to one registration: the worker's name, then 8 hex digits.
+fn new_worker_id(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = format!("{name}/{}/{}/{:?}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), std::time::SystemTime::now());
+    let digest = acufarm_core::manifest::sha256_bytes(seed.as_bytes());
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).take(48).collect();
+    format!("{clean}-{}", &digest[..8])
+}
+
+fn outcome(outcome: pb::Outcome, job: JobId, attempt: Attempt, detail: impl Into<String>) -> pb::ReportOutcome {
+    pb::ReportOutcome { job_id: job.0, attempt: attempt.0, outcome: outcome as i32, detail: detail.into() }
+}
+
+fn stale_detail(record: Option<&JobRecord>, attempt: Attempt, worker: &str) -> String {
+    match record {
+        None => "the job does not exist (its run was replaced or deleted)".into(),
+        Some(record) if record.attempt != attempt => format!("attempt {} is no longer current (the job is at attempt {}): its lease was lost", attempt.0, record.attempt.0),
+        Some(record) if record.state == JobState::Cancelled => "the job was cancelled".into(),
+        Some(record) if record.state != JobState::Leased => format!("the job is {}, not leased", record.state),
+        Some(record) => format!("the job is leased by {}, not {worker}", record.leased_by.as_deref().unwrap_or("nobody")),
+    }
+}
+
+/// Whether `attempt` of `worker` still holds the job's lease.
+fn holds(record: &JobRecord, attempt: Attempt, worker: &str) -> bool {
+    record.state == JobState::Leased && record.attempt == attempt && record.leased_by.as_deref() == Some(worker)
+}
+
+impl<S: Store> WorkerService<S> {
+    fn lease_duration(&self) -> std::time::Duration {
+        self.0.inner.config.lease()
+    }
+
+    /// Records the failure of jobs whose staged output could not be committed, under each run's
+    /// policy (retryable: a storage hiccup, or the staged object went missing).
+    async fn fail_commits(&self, failures: Vec<(Arc<RunContext>, FailureRequest)>) -> Result<HashMap<JobId, Failure>, Status> {
+        let mut by_run: HashMap<RunId, (Arc<RunContext>, Vec<FailureRequest>)> = HashMap::new();
+        for (run, failure) in failures {
+            by_run.entry(run.id).or_insert_with(|| (run.clone(), Vec::new())).1.push(failure);
+        }
+        let mut outcomes = HashMap::new();
+        for (_, (run, failures)) in by_run {
+            let reports = self.0.inner.store.fail(&failures, &run.policy, Utc::now()).await.map_err(store_status)?;
+            outcomes.extend(reports.into_iter().map(|report| (report.job, report.outcome)));
+        }
+        Ok(outcomes)
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> Worker for WorkerService<S> {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        if request.bundle_sha256.len() != 64 {
+            return Err(Status::invalid_argument("the worker sent no bundle sha256; upgrade the worker to this coordinator's version"));
+        }
+        let worker_id = if request.worker_id.is_empty() { new_worker_id(if request.name.is_empty() { "worker" } else { &request.name }) } else { request.worker_id.clone() };
+        let presence = Presence {
+            worker_id: worker_id.clone(),
+            name: request.name.clone(),
+            hostname: request.hostname.clone(),
+            bundle_name: request.bundle_name.clone(),
+            bundle_sha256: request.bundle_sha256.clone(),
+            execution_providers: request.execution_providers.clone(),
+            gpu: request.gpu.clone(),
+            last_seen_unix_ms: unix_ms(Utc::now()),
+            jobs_held: 0,
+        };
+        let events = &self.0.inner.events;
+        events.presence(&presence).await;
+        events.publish(&Event::WorkerRegistered { worker_id: worker_id.clone(), name: request.name.clone() }).await;
+        let runs = self.0.inner.store.list_runs().await.map_err(store_status)?;
+        let bundle_has_work = runs.iter().any(|run| run.bundle_sha256 == request.bundle_sha256 && run.state == crate::store::RunState::Active);
+        tracing::info!(worker = %worker_id, bundle = %request.bundle_name, eps = ?request.execution_providers, "worker registered");
+        let config = &self.0.inner.config;
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id,
+            lease_seconds: config.lease_seconds as u32,
+            heartbeat_seconds: config.heartbeat_seconds as u32,
+            bundle_has_work,
+        }))
+    }
+
+    async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
+        let request = request.into_inner();
+        if request.worker_id.is_empty() {
+            return Err(Status::invalid_argument("lease without a worker id; call Register first"));
+        }
+        let leased = self
+            .0
+            .inner
+            .store
+            .lease(&LeaseRequest {
+                worker_id: request.worker_id.clone(),
+                bundle_sha256: request.bundle_sha256.clone(),
+                max_jobs: request.max_jobs.min(MAX_LEASE),
+                lease_duration: self.lease_duration(),
+                now: Utc::now(),
+            })
+            .await
+            .map_err(store_status)?;
+        let mut runs: BTreeMap<RunId, Arc<RunContext>> = BTreeMap::new();
+        let mut jobs = Vec::with_capacity(leased.len());
+        for job in &leased {
+            let run = match runs.get(&job.run) {
+                Some(run) => run.clone(),
+                None => {
+                    let run = self.0.run_context(job.run).await?;
+                    runs.insert(job.run, run.clone());
+                    run
+                }
+            };
+            jobs.push(pb::LeasedJob {
+                job_id: job.job.0,
+                run_id: job.run.0,
+                attempt: job.attempt.0,
+                sample_id: job.sample_id.clone(),
+                spec_json: job.spec.to_string(),
+                staging_key: Storage::staging_key(&run.name, job.job.0, job.attempt.0),
+                lease_expires_unix_ms: unix_ms(job.lease_expires_at),
+            });
+        }
+        if !jobs.is_empty() {
+            for run in runs.values() {
+                let count = leased.iter().filter(|job| job.run == run.id).count();
+                self.0.inner.events.publish(&Event::JobsLeased { run_id: run.id.0, worker_id: request.worker_id.clone(), jobs: count }).await;
+            }
+        }
+        let runs = runs
+            .values()
+            .map(|run| pb::RunContext {
+                run_id: run.id.0,
+                name: run.name.clone(),
+                input_url: run.input_url.clone(),
+                output_url: run.output_url.clone(),
+                scenes_url: run.scenes_url.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::LeaseResponse { jobs, runs }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        let held: Vec<JobAttempt> = request.held.iter().map(|held| JobAttempt { job: JobId(held.job_id), attempt: Attempt(held.attempt) }).collect();
+        let now = Utc::now();
+        let kept = self.0.inner.store.heartbeat(&request.worker_id, &held, self.lease_duration(), now).await.map_err(store_status)?;
+        let known = self.0.inner.events.touch(&request.worker_id, kept.len() as u32, unix_ms(now)).await;
+        Ok(Response::new(pb::HeartbeatResponse {
+            kept: kept.iter().map(|held| pb::JobAttempt { job_id: held.job.0, attempt: held.attempt.0 }).collect(),
+            register_again: !known,
+        }))
+    }
+
+    async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let request = request.into_inner();
+        let worker = request.worker_id.as_str();
+        let ids: Vec<JobId> = request.completions.iter().map(|c| JobId(c.job_id)).collect();
+        let records: HashMap<JobId, JobRecord> = self.0.inner.store.job_records(&ids).await.map_err(store_status)?.into_iter().map(|r| (r.job, r)).collect();
+
+        let mut answers: Vec<Option<pb::ReportOutcome>> = vec![None; request.completions.len()];
+        let mut accepted = Vec::new();
+        let mut commit_failures = Vec::new();
+        let mut commit_failed_at = Vec::new();
+        for (index, completion) in request.completions.iter().enumerate() {
+            let (job, attempt) = (JobId(completion.job_id), Attempt(completion.attempt));
+            let record = records.get(&job);
+            let current = record.filter(|record| holds(record, attempt, worker));
+            let Some(record) = current else {
+                // Not this attempt's to commit. Its staged object is garbage unless this very
+                // attempt already succeeded (a repeated report).
+                let duplicate = record.is_some_and(|r| r.state == JobState::Succeeded && r.attempt == attempt);
+                if !duplicate
+                    && let Some(record) = record
+                    && let Ok(run) = self.0.run_context(record.run).await
+                    && completion.staging_key == Storage::staging_key(&run.name, job.0, attempt.0)
+                    && let Err(error) = run.output.delete(&completion.staging_key).await
+                {
+                    tracing::warn!("cannot delete stale staged output {}: {error}", completion.staging_key);
+                }
+                let (kind, detail) = if duplicate { (pb::Outcome::Duplicate, "already completed".to_string()) } else { (pb::Outcome::Stale, stale_detail(record, attempt, worker)) };
+                answers[index] = Some(outcome(kind, job, attempt, detail));
+                continue;
+            };
+            let run = self.0.run_context(record.run).await?;
+            let expected_key = Storage::staging_key(&run.name, job.0, attempt.0);
+            let committed = match serde_json::from_value::<JobSpec>(record.spec.clone()) {
+                Err(error) => Err((FailureClass::Permanent, format!("the job spec cannot be read ({error}); resubmit the run"))),
+                Ok(_) if completion.staging_key != expected_key => Err((FailureClass::Retryable, format!("the worker staged the output at {} instead of {expected_key}", completion.staging_key))),
+                Ok(spec) => {
+                    let staged = StagedOutput {
+                        staging_key: completion.staging_key.clone(),
+                        sha256: completion.sha256.clone(),
+                        source_sha256: completion.source_sha256.clone(),
+                        timings: completion.timings.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    };
+                    let producer = Producer {
+                        run: &run.name,
+                        bundle: BundleRef { name: request.bundle_name.clone(), sha256: run.bundle_sha256.clone() },
+                        worker,
+                        execution_provider: &completion.execution_provider,
+                        attempt: attempt.0,
+                    };
+                    runs::commit_output(&run.input, &run.output, &spec, &staged, producer).await.map_err(|e| (FailureClass::Retryable, format!("committing the output failed: {e}")))
+                }
+            };
+            match committed {
+                Ok(row) => {
+                    let result = serde_json::to_value(&row).map_err(|e| Status::internal(e.to_string()))?;
+                    accepted.push((index, run.id, CompletionRequest { job, attempt, result }));
+                }
+                Err((class, message)) => {
+                    commit_failed_at.push(index);
+                    commit_failures.push((run.clone(), FailureRequest { job, attempt, class, message }));
+                }
+            }
+        }
+
+        let requests: Vec<CompletionRequest> = accepted.iter().map(|(_, _, request)| request.clone()).collect();
+        let reports = if requests.is_empty() { Vec::new() } else { self.0.inner.store.complete(&requests, Utc::now()).await.map_err(store_status)? };
+        let mut succeeded: HashMap<RunId, usize> = HashMap::new();
+        for ((index, run, request), report) in accepted.iter().zip(reports) {
+            let (kind, detail) = match report.outcome {
+                Completion::Accepted => {
+                    *succeeded.entry(*run).or_default() += 1;
+                    (pb::Outcome::Accepted, String::new())
+                }
+                Completion::Duplicate => (pb::Outcome::Duplicate, "already completed".into()),
+                Completion::Stale(stale) => (pb::Outcome::Stale, format!("{stale:?}")),
+            };
+            answers[*index] = Some(outcome(kind, request.job, request.attempt, detail));
+        }
+        let messages: HashMap<JobId, String> = commit_failures.iter().map(|(_, f)| (f.job, f.message.clone())).collect();
+        let failed = self.fail_commits(commit_failures).await?;
+        for index in commit_failed_at {
+            let completion = &request.completions[index];
+            let job = JobId(completion.job_id);
+            let what = match failed.get(&job) {
+                Some(Failure::Retry { backoff }) => format!("queued again in {:.1} s", backoff.as_secs_f64()),
+                Some(Failure::Failed { .. }) => "failed".into(),
+                _ => "ignored".into(),
+            };
+            let detail = format!("{}; {what}", messages.get(&job).cloned().unwrap_or_default());
+            tracing::warn!(job = job.0, "{detail}");
+            answers[index] = Some(outcome(pb::Outcome::Stale, job, Attempt(completion.attempt), detail));
+        }
+        let now_s = Utc::now().timestamp();
+        for (run, count) in succeeded {
+            self.0.touch(run);
+            self.0.inner.events.count_done(run.0, count, now_s).await;
+            self.0.inner.events.publish(&Event::JobsSucceeded { run_id: run.0, worker_id: worker.to_string(), jobs: count }).await;
+        }
+        Ok(Response::new(pb::CompleteResponse { outcomes: answers.into_iter().flatten().collect() }))
+    }
+
+    async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        let request = request.into_inner();
+        let worker = request.worker_id.as_str();
+        let ids: Vec<JobId> = request.failures.iter().map(|f| JobId(f.job_id)).collect();
+        let records: HashMap<JobId, JobRecord> = self.0.inner.store.job_records(&ids).await.map_err(store_status)?.into_iter().map(|r| (r.job, r)).collect();
+        let mut answers: Vec<Option<pb::ReportOutcome>> = vec![None; request.failures.len()];
+        let mut by_run: HashMap<RunId, Vec<(usize, FailureRequest)>> = HashMap::new();
+        for (index, failure) in request.failures.iter().enumerate() {
+            let (job, attempt) = (JobId(failure.job_id), Attempt(failure.attempt));
+            let class = acufarm_proto::failure_class(failure.class).map_err(|e| Status::invalid_argument(format!("{e}; send retryable, permanent or qa")))?;
+            match records.get(&job) {
+                Some(record) if holds(record, attempt, worker) => {
+                    by_run.entry(record.run).or_default().push((index, FailureRequest { job, attempt, class, message: failure.message.clone() }));
+                }
+                record => answers[index] = Some(outcome(pb::Outcome::Stale, job, attempt, stale_detail(record, attempt, worker))),
+            }
+        }
+        let now_s = Utc::now().timestamp();
+        for (run_id, failures) in by_run {
+            let run = self.0.run_context(run_id).await?;
+            let requests: Vec<FailureRequest> = failures.iter().map(|(_, f)| f.clone()).collect();
+            let reports = self.0.inner.store.fail(&requests, &run.policy, Utc::now()).await.map_err(store_status)?;
+            let mut finished = 0;
+            for ((index, request), report) in failures.iter().zip(reports) {
+                let (kind, detail) = match report.outcome {
+                    Failure::Retry { backoff } => (pb::Outcome::Accepted, format!("queued again in {:.1} s", backoff.as_secs_f64())),
+                    Failure::Failed { exhausted } => {
+                        finished += 1;
+                        tracing::warn!(run = %run.name, job = request.job.0, class = request.class.as_str(), "job failed: {}", request.message);
+                        (pb::Outcome::Accepted, if exhausted { "failed: no attempts left".into() } else { "failed".into() })
+                    }
+                    Failure::Stale(stale) => (pb::Outcome::Stale, format!("{stale:?}")),
+                };
+                answers[*index] = Some(outcome(kind, request.job, request.attempt, detail));
+            }
+            self.0.touch(run_id);
+            if finished > 0 {
+                self.0.inner.events.count_done(run_id.0, finished, now_s).await;
+            }
+            self.0.inner.events.publish(&Event::JobsFailed { run_id: run_id.0, worker_id: worker.to_string(), jobs: failures.len() }).await;
+        }
+        Ok(Response::new(pb::FailResponse { outcomes: answers.into_iter().flatten().collect() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_keep_a_clean_name_and_differ_per_registration() {
+        let a = new_worker_id("gpu node/1");
+        let b = new_worker_id("gpu node/1");
+        assert!(a.starts_with("gpu-node-1-") && a.len() == "gpu-node-1-".len() + 8, "{a}");
+        assert_ne!(a, b);
+    }
+}
