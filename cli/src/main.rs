@@ -23,6 +23,22 @@ enum Command {
     Schedule(cmd::schedule::Args),
     /// Re-hash a run's outputs against its manifest and report every difference.
     Verify(cmd::verify::Args),
+    /// Run a GPU worker that pulls jobs from one or more coordinators.
+    Worker(cmd::worker::Args),
+    /// Serve the farm: the gRPC service workers and operators talk to (PostgreSQL + Redis).
+    Coordinator(cmd::coordinator::Args),
+    /// Submit a run spec to a coordinator.
+    Submit(cmd::admin::SubmitArgs),
+    /// Show runs, their shards and failures, and the live workers.
+    Status(cmd::admin::StatusArgs),
+    /// Queue failed jobs again, re-resolved against the current files and spec.
+    Resubmit(cmd::admin::ResubmitArgs),
+    /// Cancel a run: unfinished jobs stop, late reports are refused.
+    Cancel(cmd::admin::RunArgs),
+    /// Pause a run: queued jobs wait, leased ones finish.
+    Pause(cmd::admin::RunArgs),
+    /// Resume a paused run.
+    Resume(cmd::admin::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +52,14 @@ fn main() -> ExitCode {
         Command::Augment(args) => cmd::augment::run(args),
         Command::Schedule(args) => cmd::schedule::run(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Worker(args) => cmd::worker::run(args),
+        Command::Coordinator(args) => cmd::coordinator::run(args),
+        Command::Submit(args) => cmd::admin::submit(args),
+        Command::Status(args) => cmd::admin::status(args),
+        Command::Resubmit(args) => cmd::admin::resubmit(args),
+        Command::Cancel(args) => cmd::admin::change(args, "cancel"),
+        Command::Pause(args) => cmd::admin::change(args, "pause"),
+        Command::Resume(args) => cmd::admin::change(args, "resume"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,7 +45,7 @@ pub struct Storage {
 }
 
 /// Whether a relative path lies under one of acufarm's own folders (staging, shipped files).
-fn is_reserved(rel: &str) -> bool {
+pub fn is_reserved(rel: &str) -> bool {
     matches!(rel.split('/').next(), Some(STAGING | SHIPPED))
 }
 

@@ -143,8 +143,51 @@ fn request(job: &JobSpec, fetched: &Fetched) -> RenderRequest {
     }
 }
 
+/// How long a rendered batch took, per image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RenderTiming {
+    /// Wall-clock seconds of the whole render, divided by the batch size.
+    pub render_seconds: f64,
+    /// Seconds spent inside ONNX Runtime, divided by the batch size.
+    pub ort_seconds: f64,
+}
+
+/// The images of one render call, in job order, not yet staged.
+pub struct RenderedBatch {
+    pub images: Vec<image::RgbImage>,
+    pub timing: RenderTiming,
+}
+
+/// Renders jobs that share sampler settings and image size in one pipeline call. This is the
+/// blocking, GPU-bound part of a job; the error is the pipeline's own, so a caller can tell out of
+/// memory (retry with a smaller batch) from other failures.
+pub fn render(pipeline: &mut Pipeline, params: &SamplerParams, jobs: &[(&JobSpec, &Fetched)]) -> Result<RenderedBatch, PipelineError> {
+    let requests: Vec<RenderRequest> = jobs.iter().map(|(job, fetched)| request(job, fetched)).collect();
+    let ort_before = pipeline.timings.total_ort();
+    let started = Instant::now();
+    let rendered = pipeline.render(params, &requests)?;
+    let n = jobs.len().max(1) as f64;
+    let timing = RenderTiming { render_seconds: started.elapsed().as_secs_f64() / n, ort_seconds: (pipeline.timings.total_ort() - ort_before) / n };
+    Ok(RenderedBatch { images: rendered.into_iter().map(|r| r.image).collect(), timing })
+}
+
+/// Encodes one rendered image like its source and uploads it to `staging_key` in `output`.
+pub async fn stage(job: &JobSpec, fetched: &Fetched, image: &image::RgbImage, timing: RenderTiming, staging_key: &str, output: &Storage) -> Result<Staged, JobError> {
+    let upload_started = Instant::now();
+    let bytes = image_io::encode_like(image, &fetched.source).map_err(|e| JobError { class: FailureClass::Retryable, message: format!("cannot encode {}: {e}", job.output) })?;
+    let sha256 = sha256_bytes(&bytes);
+    output.put(staging_key, Bytes::from(bytes)).await?;
+    let timings = BTreeMap::from([
+        ("fetch".to_string(), fetched.seconds),
+        ("render".to_string(), timing.render_seconds),
+        ("onnxruntime".to_string(), timing.ort_seconds),
+        ("upload".to_string(), upload_started.elapsed().as_secs_f64()),
+    ]);
+    Ok(Staged { staging_key: staging_key.to_string(), sha256, source_sha256: fetched.source_sha256.clone(), timings })
+}
+
 /// Renders jobs that share sampler settings and image size in one batch, stages each output at
-/// `staging_key(i)`, and returns one outcome per job in order. A failure of the batch as a whole
+/// its staging key, and returns one outcome per job in order. A failure of the batch as a whole
 /// (e.g. out of memory) is reported for every job.
 pub async fn render_and_stage(
     pipeline: &mut Pipeline,
@@ -152,35 +195,17 @@ pub async fn render_and_stage(
     jobs: &[(JobSpec, Fetched, String)],
     output: &Storage,
 ) -> Vec<Result<Staged, JobError>> {
-    let requests: Vec<RenderRequest> = jobs.iter().map(|(job, fetched, _)| request(job, fetched)).collect();
-    let ort_before = pipeline.timings.total_ort();
-    let started = Instant::now();
-    let rendered = match pipeline.render(params, &requests) {
-        Ok(r) => r,
+    let refs: Vec<(&JobSpec, &Fetched)> = jobs.iter().map(|(job, fetched, _)| (job, fetched)).collect();
+    let batch = match render(pipeline, params, &refs) {
+        Ok(batch) => batch,
         Err(e) => {
             let err = JobError::from(e);
             return jobs.iter().map(|_| Err(err.clone())).collect();
         }
     };
-    let render_seconds = started.elapsed().as_secs_f64() / jobs.len() as f64;
-    let ort_seconds = (pipeline.timings.total_ort() - ort_before) / jobs.len() as f64;
     let mut out = Vec::with_capacity(jobs.len());
-    for ((job, fetched, staging_key), r) in jobs.iter().zip(rendered) {
-        let upload_started = Instant::now();
-        let result = async {
-            let bytes = image_io::encode_like(&r.image, &fetched.source).map_err(|e| JobError { class: FailureClass::Retryable, message: format!("cannot encode {}: {e}", job.output) })?;
-            let sha256 = sha256_bytes(&bytes);
-            output.put(staging_key, Bytes::from(bytes)).await?;
-            let timings = BTreeMap::from([
-                ("fetch".to_string(), fetched.seconds),
-                ("render".to_string(), render_seconds),
-                ("onnxruntime".to_string(), ort_seconds),
-                ("upload".to_string(), upload_started.elapsed().as_secs_f64()),
-            ]);
-            Ok(Staged { staging_key: staging_key.clone(), sha256, source_sha256: fetched.source_sha256.clone(), timings })
-        }
-        .await;
-        out.push(result);
+    for ((job, fetched, staging_key), image) in jobs.iter().zip(&batch.images) {
+        out.push(stage(job, fetched, image, batch.timing, staging_key, output).await);
     }
     out
 }

@@ -1,5 +1,6 @@
-//! The worker: the diffusion pipeline on ONNX Runtime (`pipeline`). The agent loop that pulls jobs
-//! from a coordinator arrives with the farm.
+//! The worker: the diffusion pipeline on ONNX Runtime (`pipeline`), the job executor shared with
+//! the embedded mode (`executor`), and the agent that pulls jobs from coordinators (`agent`).
 
+pub mod agent;
 pub mod executor;
 pub mod pipeline;

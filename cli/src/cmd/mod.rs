@@ -1,3 +1,6 @@
+pub mod admin;
 pub mod augment;
+pub mod coordinator;
 pub mod schedule;
 pub mod verify;
+pub mod worker;

@@ -82,7 +82,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut present = BTreeSet::new();
     walk(&args.output, &args.output, &mut present).with_context(|| format!("cannot list {}", args.output.display()))?;
     for path in present {
-        let is_own = [manifest::MANIFEST, manifest::SUMMARY, manifest::METADATA].contains(&path.as_str());
+        // acufarm's own files: the manifest, staging and files shipped with the spec.
+        let is_own = [manifest::MANIFEST, manifest::SUMMARY, manifest::METADATA].contains(&path.as_str()) || acufarm_storage::is_reserved(&path);
         let is_output = path.rsplit_once('.').is_some_and(|(_, ext)| matches!(ext.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "json"));
         if !is_own && is_output && !listed.contains_key(&path) {
             problems.push(Problem::Unlisted { path });

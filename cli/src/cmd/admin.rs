@@ -1,0 +1,329 @@
+//! Operator commands against a running coordinator: submit, status, resubmit, cancel, pause,
+//! resume. Each prints one line a person can read (or JSON with `status --json`) and turns a
+//! refusal into the coordinator's sentence.
+
+use acufarm_proto::admin_client::AdminClient;
+use acufarm_proto::v1 as pb;
+use acufarm_worker::pipeline::bundle::Bundle;
+use anyhow::{Context, anyhow, bail};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where the coordinator is and how to prove who we are.
+#[derive(clap::Args, Clone)]
+pub struct Connection {
+    /// Coordinator URL(s), comma-separated (the first that answers is used); or ACUFARM_COORDINATOR.
+    #[arg(long, env = "ACUFARM_COORDINATOR")]
+    coordinator: String,
+    /// The farm's token; or ACUFARM_TOKEN.
+    #[arg(long, env = "ACUFARM_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// Run spec (see examples/acusim.toml); scene images it names are sent along.
+    spec: PathBuf,
+    /// The model bundle the workers hold: jobs go only to workers with this bundle.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Replace an existing run of the same name.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// A run name; all runs when left out.
+    run: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Wait until the run has no queued or leased jobs, then have the manifest written.
+    #[arg(long, requires = "run")]
+    wait: bool,
+    /// Give up waiting after this many seconds (exit 1).
+    #[arg(long, default_value_t = 3600)]
+    wait_timeout: u64,
+    /// Failed jobs listed per run.
+    #[arg(long, default_value_t = 20)]
+    failures: u32,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(clap::Args)]
+pub struct ResubmitArgs {
+    run: String,
+    /// Resubmit every failed job of the run.
+    #[arg(long, conflicts_with = "shard", required_unless_present = "shard")]
+    failed: bool,
+    /// Resubmit the failed jobs of these shards (repeatable).
+    #[arg(long)]
+    shard: Vec<String>,
+    /// A corrected spec (e.g. a fixed sample-id grammar) to re-resolve against; the run keeps it.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    run: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+type Client = AdminClient<InterceptedService<Channel, Token>>;
+
+#[derive(Clone)]
+struct Token(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(acufarm_proto::AUTHORIZATION, self.0.clone());
+        Ok(request)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+async fn connect(connection: &Connection) -> anyhow::Result<Client> {
+    let token: MetadataValue<_> = format!("Bearer {}", connection.token)
+        .parse()
+        .map_err(|_| anyhow!("the token contains characters that cannot be sent; use printable ASCII"))?;
+    let mut last_error = None;
+    for url in connection.coordinator.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| anyhow!("coordinator URL `{url}` is not valid ({e}); use http://host:port"))?
+            .connect_timeout(Duration::from_secs(5));
+        match endpoint.connect().await {
+            Ok(channel) => {
+                return Ok(AdminClient::with_interceptor(channel, Token(token)).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20));
+            }
+            Err(error) => last_error = Some(format!("{url}: {error}")),
+        }
+    }
+    match last_error {
+        Some(error) => bail!("cannot reach the coordinator ({error}); check --coordinator / ACUFARM_COORDINATOR and that `acufarm coordinator` is running"),
+        None => bail!("no coordinator URL given; pass --coordinator http://host:port or set ACUFARM_COORDINATOR"),
+    }
+}
+
+/// The coordinator's refusal as one sentence.
+fn refused(status: tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Unavailable if status.message().starts_with("error trying to connect") || status.message().is_empty() => {
+            anyhow!("the coordinator is unreachable ({}); check that it is running", status.message())
+        }
+        _ => anyhow!("{}", status.message()),
+    }
+}
+
+/// Reads the files a spec names relative to itself, to ship them with it.
+fn spec_files(spec_path: &Path, text: &str) -> anyhow::Result<Vec<pb::SpecFile>> {
+    let spec = acufarm_core::RunSpec::parse(text, spec_path)?;
+    let dir = spec_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    acufarm_coordinator::service::spec_files(&spec)
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
+            let content = std::fs::read(&path).with_context(|| format!("cannot read {} named in {}; put it beside the spec or fix the path", path.display(), spec_path.display()))?;
+            Ok(pb::SpecFile { path: name, content })
+        })
+        .collect()
+}
+
+fn read_spec(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read run spec {}; check the path", path.display()))
+}
+
+pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let text = read_spec(&args.spec)?;
+    let files = spec_files(&args.spec, &text)?;
+    let bundle = Bundle::load(&args.bundle, false)?;
+    if let Some(want) = acufarm_core::RunSpec::parse(&text, &args.spec)?.run.bundle
+        && want != bundle.manifest.name
+    {
+        bail!("run spec wants bundle `{want}` but {} holds `{}`; pass --bundle the matching directory or change `run.bundle`", args.bundle.display(), bundle.manifest.name);
+    }
+    runtime()?.block_on(async {
+        let mut client = connect(&args.connection).await?;
+        let request = pb::SubmitRequest {
+            spec_toml: text,
+            spec_path: args.spec.display().to_string(),
+            files,
+            force: args.force,
+            bundle_sha256: bundle.sha256.clone(),
+        };
+        let answer = client.submit(request).await.map_err(refused)?.into_inner();
+        println!(
+            "submitted run {} (id {}): {} jobs in {} shards ({} images with unparseable ids, {} left out by filters)",
+            answer.name, answer.run_id, answer.jobs, answer.shards, answer.unresolved, answer.filtered_out
+        );
+        Ok(())
+    })
+}
+
+fn counts_json(counts: &Option<pb::Counts>) -> serde_json::Value {
+    let c = counts.clone().unwrap_or_default();
+    json!({"queued": c.queued, "leased": c.leased, "succeeded": c.succeeded, "failed": c.failed, "cancelled": c.cancelled})
+}
+
+fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
+    let runs: Vec<_> = status
+        .runs
+        .iter()
+        .map(|run| {
+            json!({
+                "run_id": run.run_id,
+                "name": run.name,
+                "state": run.state,
+                "priority": run.priority,
+                "bundle_sha256": run.bundle_sha256,
+                "created_unix_ms": run.created_unix_ms,
+                "output_url": run.output_url,
+                "rate_per_s": run.rate_per_s,
+                "counts": counts_json(&run.counts),
+                "shards": run.shards.iter().map(|shard| json!({"shard_id": shard.shard_id, "key": shard.key, "state": shard.state, "counts": counts_json(&shard.counts)})).collect::<Vec<_>>(),
+                "failures": run.failures.iter().map(|job| json!({
+                    "job_id": job.job_id,
+                    "shard": job.shard,
+                    "sample_id": job.sample_id,
+                    "class": pb::FailureClass::try_from(job.class).map(|c| c.as_str_name().trim_start_matches("FAILURE_CLASS_").to_lowercase()).unwrap_or_default(),
+                    "message": job.message,
+                    "attempt": job.attempt,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let workers: Vec<_> = status
+        .workers
+        .iter()
+        .map(|w| json!({"worker_id": w.worker_id, "name": w.name, "hostname": w.hostname, "bundle_name": w.bundle_name, "bundle_sha256": w.bundle_sha256, "execution_providers": w.execution_providers, "gpu": w.gpu, "last_seen_unix_ms": w.last_seen_unix_ms, "jobs_held": w.jobs_held}))
+        .collect();
+    json!({"runs": runs, "workers": workers, "redis_ok": status.redis_ok})
+}
+
+fn print_status(status: &pb::StatusResponse) {
+    if status.runs.is_empty() {
+        println!("no runs");
+    }
+    for run in &status.runs {
+        let c = run.counts.clone().unwrap_or_default();
+        let total = c.queued + c.leased + c.succeeded + c.failed + c.cancelled;
+        println!(
+            "run {} (id {}, {}): {}/{} succeeded, {} failed, {} leased, {} queued, {} cancelled; {:.2} jobs/s; output {}",
+            run.name, run.run_id, run.state, c.succeeded, total, c.failed, c.leased, c.queued, c.cancelled, run.rate_per_s, run.output_url
+        );
+        for shard in run.shards.iter().filter(|shard| shard.state != "succeeded") {
+            let s = shard.counts.clone().unwrap_or_default();
+            println!("  shard {} {}: {} succeeded, {} failed, {} leased, {} queued", shard.key, shard.state, s.succeeded, s.failed, s.leased, s.queued);
+        }
+        for job in &run.failures {
+            println!("  failed {} (shard {}, attempt {}): {}", job.sample_id, job.shard, job.attempt, job.message);
+        }
+    }
+    if status.redis_ok {
+        println!("{} live workers", status.workers.len());
+        for w in &status.workers {
+            println!("  {} on {} ({}, {}): {} jobs held", w.worker_id, w.hostname, w.bundle_name, w.execution_providers.join(","), w.jobs_held);
+        }
+    } else {
+        println!("Redis unavailable: live workers unknown (job state is unaffected)");
+    }
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.connection).await?;
+        let request = pb::StatusRequest { run: args.run.clone().unwrap_or_default(), failures_limit: args.failures };
+        let started = Instant::now();
+        let status = loop {
+            let status = match client.status(request.clone()).await {
+                Ok(answer) => answer.into_inner(),
+                // While waiting, ride out a coordinator or database restart.
+                Err(status) if args.wait && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Unknown) => {
+                    if started.elapsed() > Duration::from_secs(args.wait_timeout) {
+                        return Err(refused(status));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(status) => return Err(refused(status)),
+            };
+            if !args.wait {
+                break status;
+            }
+            let done = status.runs.first().and_then(|run| run.counts.clone()).is_some_and(|c| c.queued == 0 && c.leased == 0);
+            if done {
+                let mut attempts = 0;
+                loop {
+                    match client.write_manifest(pb::RunRequest { run: request.run.clone() }).await {
+                        Ok(_) => break,
+                        Err(status) if attempts < 20 && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Unknown) => {
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(status) => return Err(refused(status)),
+                    }
+                }
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(args.wait_timeout) {
+                bail!("run {} still has queued or leased jobs after {} s; check the workers (`acufarm status`)", args.run.as_deref().unwrap_or_default(), args.wait_timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+        } else {
+            print_status(&status);
+        }
+        Ok(())
+    })
+}
+
+pub fn resubmit(args: ResubmitArgs) -> anyhow::Result<()> {
+    let (spec_toml, spec_path, files) = match &args.spec {
+        Some(path) => {
+            let text = read_spec(path)?;
+            let files = spec_files(path, &text)?;
+            (text, path.display().to_string(), files)
+        }
+        None => (String::new(), String::new(), Vec::new()),
+    };
+    runtime()?.block_on(async {
+        let mut client = connect(&args.connection).await?;
+        let request = pb::ResubmitRequest { run: args.run.clone(), failed: args.failed, shards: args.shard.clone(), spec_toml, spec_path, files };
+        let answer = client.resubmit(request).await.map_err(refused)?.into_inner();
+        println!("requeued {} failed jobs of run {} ({} still do not resolve and will fail again with the reason)", answer.requeued, args.run, answer.unresolved);
+        Ok(())
+    })
+}
+
+/// `cancel`, `pause` or `resume`.
+pub fn change(args: RunArgs, action: &str) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.connection).await?;
+        let request = pb::RunRequest { run: args.run.clone() };
+        let answer = match action {
+            "cancel" => client.cancel(request).await,
+            "pause" => client.pause(request).await,
+            _ => client.resume(request).await,
+        }
+        .map_err(refused)?
+        .into_inner();
+        println!("run {} is now {}", args.run, answer.state);
+        Ok(())
+    })
+}

@@ -1,0 +1,53 @@
+//! `acufarm coordinator [--config FILE]`: the farm's gRPC service on PostgreSQL (+ Redis).
+
+use acufarm_coordinator::{Config, Coordinator, PgStore};
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML configuration (see examples/coordinator.toml); ACUFARM_* environment variables
+    /// override its keys (ACUFARM_LISTEN, ACUFARM_DATABASE_URL, ACUFARM_REDIS_URL, ACUFARM_TOKEN, …).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting coordinator");
+    let store = PgStore::connect(config.database_url.expose()).await?;
+    store.migrate().await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; pick a free address with ACUFARM_LISTEN or `listen` in the config", config.listen))?;
+    let address = listener.local_addr()?;
+    let coordinator = Coordinator::new(store, config).map_err(anyhow::Error::msg)?;
+    eprintln!("acufarm coordinator: listening on {address}");
+    coordinator.serve(listener, shutdown_signal()).await.context("the gRPC server stopped")?;
+    eprintln!("acufarm coordinator: stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,69 @@
+//! `acufarm worker`: a GPU worker that pulls jobs from one or more coordinators until SIGTERM.
+//! The bundle is loaded before any connection, so a bad bundle fails at once with its reason.
+
+use acufarm_worker::agent::{self, AgentError, AgentOptions};
+use acufarm_worker::pipeline::engine::{Pipeline, PipelineOptions};
+use acufarm_worker::pipeline::runtime::{self, RuntimeOptions};
+use anyhow::bail;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Coordinator URLs, comma-separated, tried in order, e.g. http://10.0.0.5:7171 (default: $ACUFARM_COORDINATOR).
+    #[arg(long, value_name = "URL[,URL…]")]
+    coordinator: Option<String>,
+    /// Model bundle directory; the worker gets the jobs of runs submitted for this bundle.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Execution providers in priority order, e.g. tensorrt,cuda,cpu.
+    #[arg(long, default_value = "cpu")]
+    ep: String,
+    /// Images per render call and jobs per lease (halved automatically when the GPU runs out of memory).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// Name shown to operators (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Threads per operator (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// The coordinator's token (default: $ACUFARM_TOKEN, which keeps it out of the process list).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+/// A value from the command line, else from the environment; empty counts as missing.
+fn arg_or_env(arg: Option<String>, var: &str) -> Option<String> {
+    arg.or_else(|| std::env::var(var).ok()).filter(|v| !v.trim().is_empty())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    // Cheap checks first, then the bundle, then the network.
+    let coordinators = agent::parse_endpoints(&arg_or_env(args.coordinator, "ACUFARM_COORDINATOR").unwrap_or_default())?;
+    let token = arg_or_env(args.token, "ACUFARM_TOKEN").ok_or(AgentError::NoToken)?;
+    agent::check_token(&token)?;
+    if args.batch == 0 {
+        bail!("--batch 0 renders nothing; pass --batch 1 or more");
+    }
+    let eps = runtime::parse_ep_list(&args.ep)?;
+    let options = PipelineOptions {
+        runtime: RuntimeOptions { eps: eps.clone(), intra_threads: args.threads, ..RuntimeOptions::default() },
+        max_batch: args.batch as usize,
+        ..PipelineOptions::default()
+    };
+    let pipeline = Pipeline::load(&args.bundle, &options)?;
+    let hostname = agent::hostname();
+    let options = AgentOptions {
+        coordinators,
+        token,
+        name: args.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| hostname.clone()),
+        hostname,
+        execution_providers: eps,
+        batch: args.batch as usize,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = runtime.block_on(agent::run(pipeline, options));
+    // A render still running on its thread after a fatal error is not waited for.
+    runtime.shutdown_background();
+    Ok(result?)
+}
