@@ -4,6 +4,7 @@
 //! restarted coordinator serves the same workers and runs from the database.
 
 mod admin;
+pub use admin::spec_files;
 mod worker;
 
 use crate::config::Config;
