@@ -200,6 +200,16 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses_to_the_defaults_it_states() {
+        let text = include_str!("../../examples/coordinator.toml");
+        let config = Config::parse(text, "examples/coordinator.toml").unwrap();
+        let defaults = Config::default();
+        assert_eq!((config.lease_seconds, config.heartbeat_seconds, config.reap_interval_seconds), (defaults.lease_seconds, defaults.heartbeat_seconds, defaults.reap_interval_seconds));
+        assert_eq!(config.listen, defaults.listen);
+        assert!(config.token.expose().is_empty(), "the example keeps its secret out of the file");
+    }
+
+    #[test]
     fn bad_values_get_one_sentence_each() {
         let table: [(&str, &[(&str, &str)], &str); 5] = [
             ("", &[("ACUFARM_TOKEN", "t")], "no database is configured"),
