@@ -51,19 +51,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_batch: args.batch as usize,
         ..PipelineOptions::default()
     };
-    let pipeline = Pipeline::load(&args.bundle, &options)?;
     let hostname = agent::hostname();
-    let options = AgentOptions {
-        coordinators,
-        token,
-        name: args.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| hostname.clone()),
-        hostname,
-        execution_providers: eps,
-        batch: args.batch as usize,
-    };
+    let name = args.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| hostname.clone());
+    let agent_options = AgentOptions { coordinators, token, name, hostname, execution_providers: eps, batch: args.batch as usize };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let result = runtime.block_on(agent::run(pipeline, options));
+    let result = runtime.block_on(async {
+        // Signals first: a SIGTERM while the bundle loads is a clean stop, not a kill.
+        let shutdown = agent::Shutdown::install()?;
+        // Loading blocks this thread, which is not one of the runtime's workers.
+        let pipeline = Pipeline::load(&args.bundle, &options)?;
+        agent::run(pipeline, agent_options, shutdown).await.map_err(anyhow::Error::from)
+    });
     // A render still running on its thread after a fatal error is not waited for.
     runtime.shutdown_background();
-    Ok(result?)
+    result
 }

@@ -35,7 +35,7 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>, AgentError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("it has no scheme"))?;
         match scheme {
             "http" => {}
-            "https" => return Err(bad("TLS is not supported by this build; reach the coordinator over http:// (e.g. through a private network or a tunnel)")),
+            "https" => return Err(bad("TLS is not supported by this build, so reach the coordinator over plain http:// (a private network or a tunnel)")),
             other => return Err(bad(&format!("`{other}` is not a coordinator scheme; use http://"))),
         }
         if rest.is_empty() || rest.starts_with(':') {
@@ -129,30 +129,46 @@ pub fn react(code: Code) -> Reaction {
     }
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+/// Decides how to react to a failed call. UNAVAILABLE sent by a live coordinator (its database is
+/// down) is retried on the same connection; UNAVAILABLE from the transport (no coordinator
+/// there) connects again.
+pub fn react_to(status: &Status) -> Reaction {
+    let from_transport = std::error::Error::source(status).is_some();
+    match react(status.code()) {
+        Reaction::Reconnect if status.code() == Code::Unavailable && !from_transport => Reaction::Retry,
+        reaction => reaction,
     }
-    text
 }
 
-/// A status in words: its message, or its transport cause when the message is empty.
+/// An error and its causes on one line, without tonic's bare "transport error" wrapper and without
+/// repeating a cause its parent already quotes.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(e);
+    while let Some(error) = next {
+        let text = error.to_string();
+        next = error.source();
+        if next.is_some() && text == "transport error" {
+            continue;
+        }
+        match parts.last_mut() {
+            Some(last) if last.contains(&text) => {}
+            Some(last) if text.contains(last.as_str()) => *last = text,
+            _ => parts.push(text),
+        }
+    }
+    parts.join(": ")
+}
+
+/// A status in words: its message, with its transport cause when it has one.
 pub fn describe(status: &Status) -> String {
     let message = status.message().trim();
     let cause = std::error::Error::source(status).map(error_chain);
-    match (message.is_empty(), cause) {
-        (true, Some(cause)) => cause,
-        (true, None) => format!("{:?}", status.code()),
-        (false, Some(cause)) if !message.contains(&cause) => format!("{message}: {cause}"),
-        (false, _) => message.to_string(),
+    match cause {
+        Some(cause) if message.is_empty() || cause.contains(message) => cause,
+        Some(cause) if !message.contains(&cause) => format!("{message}: {cause}"),
+        _ if message.is_empty() => format!("{:?}", status.code()),
+        _ => message.to_string(),
     }
 }
 
@@ -278,7 +294,7 @@ impl Link {
         let request = RegisterRequest { worker_id: worker_id.unwrap_or_default().to_string(), ..self.register.clone() };
         match client.register(request).await {
             Ok(response) => Ok((client, response.into_inner())),
-            Err(status) => Err(match react(status.code()) {
+            Err(status) => Err(match react_to(&status) {
                 Reaction::Unauthenticated => ConnectError::Fatal(AgentError::Unauthenticated { endpoint: endpoint.to_string() }),
                 Reaction::Reconnect => ConnectError::Retry(format!("cannot reach coordinator {endpoint} ({})", describe(&status))),
                 Reaction::Retry => ConnectError::Retry(format!("coordinator {endpoint} cannot register workers now ({})", describe(&status))),
@@ -323,7 +339,7 @@ impl Link {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
             };
-            match react(status.code()) {
+            match react_to(&status) {
                 Reaction::Unauthenticated => {
                     return Err(CallError::Fatal(self.set_fatal(AgentError::Unauthenticated { endpoint: conn.endpoint }).await));
                 }
@@ -396,6 +412,13 @@ mod tests {
         for code in [Code::InvalidArgument, Code::FailedPrecondition, Code::NotFound, Code::PermissionDenied, Code::Unimplemented] {
             assert_eq!(react(code), Reaction::Refused, "{code:?}");
         }
+        // A database outage answered by a live coordinator is retried on the same connection;
+        // a transport failure connects again.
+        assert_eq!(react_to(&Status::unavailable("the database is unavailable")), Reaction::Retry);
+        let mut transport = Status::unavailable("tcp connect error");
+        transport.set_source(std::sync::Arc::new(Layer("Connection refused (os error 111)", None)));
+        assert_eq!(react_to(&transport), Reaction::Reconnect);
+        assert_eq!(react_to(&Status::unknown("h2 protocol error")), Reaction::Reconnect);
     }
 
     #[test]
@@ -406,6 +429,29 @@ mod tests {
         assert!(matches!(Auth::new(""), Err(AgentError::NoToken)));
         let err = Auth::new("s3cr\net").unwrap_err().to_string();
         assert!(!err.contains("s3cr"), "the token must not be printed: {err}");
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn error_chains_drop_wrappers_and_repeats() {
+        let e = Layer("transport error", Some(Box::new(Layer("tcp connect error", Some(Box::new(Layer("Connection refused (os error 111)", None)))))));
+        assert_eq!(error_chain(&e), "tcp connect error: Connection refused (os error 111)");
+        let e = Layer("cannot read: disk full", Some(Box::new(Layer("disk full", None))));
+        assert_eq!(error_chain(&e), "cannot read: disk full");
+        let status = Status::from_error(Box::new(e));
+        assert_eq!(describe(&status), "cannot read: disk full");
     }
 
     #[test]

@@ -20,7 +20,9 @@ use crate::executor::{self, Fetched, JobError, Roots, SceneCache, Staged};
 use crate::pipeline::engine::{Pipeline, PipelineError, SamplerParams};
 use crate::pipeline::runtime::Ep;
 use acufarm_core::{FailureClass, JobSpec};
-use acufarm_proto::{CompleteRequest, Completion, FailRequest, HeartbeatRequest, JobAttempt, JobFailure, LeaseRequest, LeaseResponse, Outcome, RegisterRequest, ReportOutcome, RunContext};
+use acufarm_proto::{
+    CompleteRequest, Completion, FailRequest, HeartbeatRequest, JobAttempt, JobFailure, LeaseRequest, LeaseResponse, Outcome, RegisterRequest, ReportOutcome, RunContext,
+};
 use acufarm_storage::Storage;
 use held::{Held, JobKey};
 use link::{Auth, CallError, Link, describe};
@@ -100,11 +102,13 @@ fn detect_gpu() -> (String, u64) {
     }
 }
 
-/// Runs the agent until a signal drains it (`Ok`) or the worker must stop (`Err`).
+/// Runs the agent until a signal drains it (`Ok`) or the worker must stop (`Err`). Install the
+/// signal handlers with [`Shutdown::install`] before loading the pipeline, so a signal during the
+/// load is a clean stop too.
 ///
 /// Prints `acufarm worker: registered as <id> with <endpoint>` on stderr at each registration and
 /// `acufarm worker: drained, exiting` when it stops after a signal.
-pub async fn run(pipeline: Pipeline, options: AgentOptions) -> Result<(), AgentError> {
+pub async fn run(pipeline: Pipeline, options: AgentOptions, shutdown: Shutdown) -> Result<(), AgentError> {
     let auth = Auth::new(&options.token)?;
     if options.coordinators.is_empty() {
         return Err(AgentError::NoEndpoint);
@@ -128,7 +132,6 @@ pub async fn run(pipeline: Pipeline, options: AgentOptions) -> Result<(), AgentE
     };
     let link = Arc::new(Link::new(options.coordinators.clone(), auth, register));
     let held = Arc::new(Held::default());
-    let shutdown = Shutdown::install()?;
     let mut heartbeat = tokio::spawn(heartbeat_loop(link.clone(), held.clone()));
 
     let ctx = Ctx { link, held, shutdown: shutdown.clone(), bundle_name, bundle_sha256, execution_provider: eps.join(","), batch: Arc::new(AtomicUsize::new(batch)) };
@@ -299,7 +302,13 @@ impl Fetcher {
                 Err(e) => batch.failures.push((job, e)),
             }
         }
-        tracing::info!(jobs = batch.ready.len() + batch.failures.len(), unusable = batch.failures.len(), held = ctx.held.len(), seconds = started.elapsed().as_secs_f64(), "leased and fetched a batch");
+        tracing::info!(
+            jobs = batch.ready.len() + batch.failures.len(),
+            unusable = batch.failures.len(),
+            held = ctx.held.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "leased and fetched a batch"
+        );
         batch
     }
 
@@ -363,15 +372,23 @@ impl Renderer {
                 self.render_group(ctx, params, jobs, &mut completions, &mut failures).await?;
             }
         }
-        let (succeeded, failed) = (completions.len(), failures.len());
-        report(ctx, completions, failures).await?;
-        tracing::info!(succeeded, failed, seconds = started.elapsed().as_secs_f64(), batch_size = ctx.batch(), "finished a batch");
+        let (rendered, unusable) = (completions.len(), failures.len());
+        let (succeeded, failed) = report(ctx, completions, failures).await?;
+        let lost = rendered + unusable - succeeded - failed;
+        tracing::info!(succeeded, failed, lost, seconds = started.elapsed().as_secs_f64(), batch_size = ctx.batch(), "finished a batch");
         Ok(())
     }
 
     /// Renders jobs sharing settings and size in calls of the current batch size; a call that
     /// runs out of memory halves the batch size and its jobs are rendered again in smaller calls.
-    async fn render_group(&mut self, ctx: &Ctx, params: SamplerParams, jobs: Vec<Ready>, completions: &mut Vec<(Job, Staged)>, failures: &mut Vec<(Job, JobError)>) -> Result<(), AgentError> {
+    async fn render_group(
+        &mut self,
+        ctx: &Ctx,
+        params: SamplerParams,
+        jobs: Vec<Ready>,
+        completions: &mut Vec<(Job, Staged)>,
+        failures: &mut Vec<(Job, JobError)>,
+    ) -> Result<(), AgentError> {
         let mut calls = plan::Calls::new(jobs, ctx.batch());
         while let Some(call) = calls.next_call(ctx.batch()) {
             // A job whose lease was lost meanwhile is not worth rendering.
@@ -435,9 +452,11 @@ impl Renderer {
 }
 
 /// Reports a batch: one `Complete` and one `Fail` call, each retried until answered. Jobs whose
-/// lease was lost are left out.
-async fn report(ctx: &Ctx, completions: Vec<(Job, Staged)>, failures: Vec<(Job, JobError)>) -> Result<(), AgentError> {
+/// lease was lost are left out. Returns how many completions and failures were reported.
+async fn report(ctx: &Ctx, completions: Vec<(Job, Staged)>, failures: Vec<(Job, JobError)>) -> Result<(usize, usize), AgentError> {
     let completions = reportable(ctx, completions);
+    let failures = reportable(ctx, failures);
+    let reported = (completions.len(), failures.len());
     if !completions.is_empty() {
         let keys: Vec<JobKey> = completions.iter().map(|(job, _)| job.key).collect();
         let request = CompleteRequest {
@@ -473,7 +492,6 @@ async fn report(ctx: &Ctx, completions: Vec<(Job, Staged)>, failures: Vec<(Job, 
         ctx.held.release(&keys);
     }
 
-    let failures = reportable(ctx, failures);
     if !failures.is_empty() {
         let keys: Vec<JobKey> = failures.iter().map(|(job, _)| job.key).collect();
         for (job, e) in &failures {
@@ -502,7 +520,7 @@ async fn report(ctx: &Ctx, completions: Vec<(Job, Staged)>, failures: Vec<(Job, 
         }
         ctx.held.release(&keys);
     }
-    Ok(())
+    Ok(reported)
 }
 
 /// Keeps the jobs whose lease is still held (and marks them as being reported).
@@ -511,7 +529,7 @@ fn reportable<T>(ctx: &Ctx, items: Vec<(Job, T)>) -> Vec<(Job, T)> {
     let allowed = ctx.held.begin_report(&keys);
     let (keep, drop): (Vec<_>, Vec<_>) = items.into_iter().zip(allowed).partition(|(_, ok)| *ok);
     if !drop.is_empty() {
-        tracing::warn!("not reporting {} finished jobs whose lease was lost; whoever leases them next renders them again", drop.len());
+        tracing::warn!("not reporting {} finished jobs whose lease was lost (the job was cancelled, or is queued again for whoever leases it next)", drop.len());
     }
     keep.into_iter().map(|(item, _)| item).collect()
 }
@@ -555,16 +573,17 @@ async fn heartbeat_loop(link: Arc<Link>, held: Arc<Held>) -> AgentError {
     }
 }
 
-/// The stop state set by signals: running, draining (first signal), aborted (second signal).
+/// The stop state set by SIGTERM and SIGINT: running, draining (first signal: finish the jobs in
+/// hand, lease no more), aborted (second signal: quit at once).
 #[derive(Clone)]
-struct Shutdown(watch::Receiver<u8>);
+pub struct Shutdown(watch::Receiver<u8>);
 
 const DRAINING: u8 = 1;
 const ABORTED: u8 = 2;
 
 impl Shutdown {
-    /// Listens for SIGTERM and SIGINT.
-    fn install() -> Result<Self, AgentError> {
+    /// Listens for SIGTERM and SIGINT (inside a Tokio runtime).
+    pub fn install() -> Result<Self, AgentError> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).map_err(|e| AgentError::Signals(e.to_string()))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| AgentError::Signals(e.to_string()))?;

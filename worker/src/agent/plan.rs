@@ -119,7 +119,7 @@ pub fn group_by<K: PartialEq>(keys: &[K]) -> Vec<Vec<usize>> {
 pub fn chunk_sizes(len: usize, batch: usize) -> Vec<usize> {
     let batch = batch.max(1);
     let mut sizes = vec![batch; len / batch];
-    if len % batch != 0 {
+    if !len.is_multiple_of(batch) {
         sizes.push(len % batch);
     }
     sizes
