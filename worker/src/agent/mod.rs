@@ -544,6 +544,10 @@ fn log_outcomes(what: &str, outcomes: &[ReportOutcome]) {
 
 /// Heartbeats every held lease at the coordinator's period; returns only when the worker must stop.
 async fn heartbeat_loop(link: Arc<Link>, held: Arc<Held>) -> AgentError {
+    // The period is the coordinator's: wait for the registration that tells it before the first sleep.
+    if let Err(e) = link.connection().await {
+        return e;
+    }
     loop {
         tokio::time::sleep(link.heartbeat_interval()).await;
         let result = link

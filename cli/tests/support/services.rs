@@ -1,0 +1,230 @@
+//! Private services for one test: a PostgreSQL cluster of its own (initdb in a temporary folder,
+//! run as the `postgres` OS user), a `redis-server` child and a `moto_server` (S3) child, each on
+//! a free loopback port. The system's PostgreSQL and Redis are never touched. Everything is
+//! stopped when dropped, also while a failing test unwinds.
+
+use super::proc::Proc;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// A port nothing listens on right now (bind port 0, read it, let go).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The newest PostgreSQL server binaries installed (`/usr/lib/postgresql/<version>/bin`).
+fn pg_bin() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql (scripts/setup.sh dev installs them)")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("no /usr/lib/postgresql/*/bin/initdb").1
+}
+
+/// A private PostgreSQL cluster listening on 127.0.0.1:`port`, data and socket in a temporary
+/// folder owned by `postgres`.
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new().prefix("acufarm-pg-").tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sock")).unwrap();
+        let chown = Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).output().unwrap();
+        assert!(chown.status.success(), "chown postgres {}: {}", dir.path().display(), text(&chown));
+        let pg = Postgres { port: free_port(), bin, dir };
+        let init = pg.as_postgres(
+            &pg.bin.join("initdb"),
+            &["-D", &pg.data().display().to_string(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"],
+        );
+        assert!(init.status.success(), "initdb failed: {}", text(&init));
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", pg.port, pg.dir.path().join("sock").display());
+        let log = pg.log_path().display().to_string();
+        let start = pg.pg_ctl(&["-o", &opts, "-l", &log, "-w", "-t", "60", "start"]);
+        assert!(start.status.success(), "pg_ctl start failed: {}\n{}", text(&start), pg.log_tail(30));
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
+    /// Runs a program as the `postgres` OS user (the tests run as root, which PostgreSQL refuses).
+    fn as_postgres(&self, program: &Path, args: &[&str]) -> Output {
+        Command::new("runuser").arg("-u").arg("postgres").arg("--").arg(program).args(args).current_dir(self.dir.path()).output().unwrap()
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Output {
+        let data = self.data().display().to_string();
+        let mut all = vec!["-D", data.as_str()];
+        all.extend_from_slice(args);
+        self.as_postgres(&self.bin.join("pg_ctl"), &all)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `pg_ctl restart -m fast`: every connection is cut, the server comes back on the same port.
+    pub fn restart(&self) {
+        // -l again: without it the new postmaster would write to (and hold open) our pipe.
+        let log = self.log_path().display().to_string();
+        let out = self.pg_ctl(&["-m", "fast", "-l", &log, "-w", "-t", "60", "restart"]);
+        assert!(out.status.success(), "pg_ctl restart failed: {}\n{}", text(&out), self.log_tail(30));
+    }
+
+    /// Runs SQL with psql over TCP; returns the unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql `{sql}` failed: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The postmaster's pid while the cluster runs.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        format!("----- postgres ({}) -----\n{}\n", self.log_path().display(), all[all.len().saturating_sub(lines)..].join("\n"))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let out = self.pg_ctl(&["-m", "immediate", "-w", "-t", "30", "stop"]);
+        if !out.status.success() && self.pid().is_some() {
+            eprintln!("pg_ctl stop failed: {}", text(&out));
+        }
+    }
+}
+
+/// A private `redis-server` child without persistence.
+pub struct Redis {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Redis {
+    pub fn start(log_dir: &Path) -> Redis {
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        let mut proc = Proc::spawn("redis", cmd, log_dir);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pong = Command::new("redis-cli").args(["-p", &port.to_string(), "PING"]).output().unwrap();
+            if String::from_utf8_lossy(&pong.stdout).trim() == "PONG" {
+                return Redis { port, proc };
+            }
+            assert!(proc.running() && Instant::now() < deadline, "redis-server did not answer PING\n{}", proc.tail(20));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output().unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn flushall(&self) {
+        assert_eq!(self.cli(&["FLUSHALL"]), "OK");
+    }
+}
+
+/// A `moto_server` (S3 on loopback) from the project's Python environment; stopped when dropped.
+pub struct Moto {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Moto {
+    pub fn start(log_dir: &Path) -> Moto {
+        let home = super::acufarm_home();
+        let bin = std::env::var("ACUFARM_MOTO_SERVER").ok().unwrap_or_else(|| {
+            let venv = format!("{home}/py/bin/moto_server");
+            if Path::new(&venv).exists() { venv } else { "moto_server".to_string() }
+        });
+        let port = free_port();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut proc = Proc::spawn("moto_server", cmd, log_dir);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                proc.running() && Instant::now() < deadline,
+                "moto_server ({bin}) did not open port {port}; scripts/setup.sh dev installs moto[server]\n{}",
+                proc.tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { port, _proc: proc }
+    }
+
+    /// Creates a bucket with a plain HTTP request (moto accepts unsigned requests).
+    pub fn create_bucket(&self, bucket: &str) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "bucket creation failed: {reply}");
+    }
+
+    /// The `AWS_*` environment the coordinator, workers and admin commands get.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_ACCESS_KEY_ID", "test".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .to_vec()
+    }
+
+    /// The same settings as `Storage::open_with` options, for the test's own reads and writes.
+    pub fn storage_options(&self) -> Vec<(String, String)> {
+        [
+            ("aws_endpoint", format!("http://127.0.0.1:{}", self.port)),
+            ("aws_allow_http", "true".to_string()),
+            ("aws_access_key_id", "test".to_string()),
+            ("aws_secret_access_key", "test".to_string()),
+            ("aws_region", "us-east-1".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .to_vec()
+    }
+}
