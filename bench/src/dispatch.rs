@@ -50,7 +50,8 @@ struct Args {
     /// Redis for the coordinator's presence/events/counters; empty runs it without Redis.
     #[arg(long, default_value = "")]
     redis_url: String,
-    /// Coordinator runtime worker threads (0: one per core).
+    /// Tokio worker threads of this process, which the coordinator and the simulated workers share
+    /// (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Where the run's input and output storage roots (file://) are created, in a fresh temporary
@@ -83,7 +84,7 @@ struct Args {
     keep_db: bool,
 }
 
-/// Latency samples in microseconds.
+/// Latency samples in microseconds (lease: only calls that returned jobs; empty ones are counted).
 #[derive(Default)]
 struct Samples(Vec<u64>);
 
@@ -210,18 +211,23 @@ fn database_url(server_url: &str, name: &str) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// utime + stime of `/proc/<pid>/stat`, in seconds.
-fn cpu_seconds(stat: &str) -> Option<f64> {
+/// utime + stime of `/proc/<pid>/stat`, in seconds; with `children`, plus the CPU of its exited
+/// children (cutime + cstime).
+fn cpu_seconds(stat: &str, children: bool) -> Option<f64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the command: state is field 3 of the full line, utime 14, stime 15.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    // Fields after the command: state is field 3 of the full line, utime 14, stime 15, cutime 16,
+    // cstime 17.
+    let last = if children { 14 } else { 12 };
+    let mut ticks = 0.0;
+    for field in fields.get(11..=last)? {
+        ticks += field.parse::<f64>().ok()?;
+    }
+    Some(ticks / 100.0)
 }
 
 fn process_cpu() -> f64 {
-    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| cpu_seconds(&s)).unwrap_or(f64::NAN)
+    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| cpu_seconds(&s, false)).unwrap_or(f64::NAN)
 }
 
 /// Busy CPU seconds of the whole machine (all cores), from /proc/stat.
@@ -235,9 +241,9 @@ fn machine_cpu() -> f64 {
     (total - idle) / 100.0
 }
 
-/// CPU seconds of the server's live processes: the postmaster `postmaster` and its children
-/// (backends, WAL writer, checkpointer, autovacuum). Without its pid, every process named
-/// `postgres` on the machine.
+/// CPU seconds of the server: the postmaster `postmaster`, its live children (backends, WAL
+/// writer, checkpointer, autovacuum) and its exited ones (e.g. parallel query workers). Without
+/// its pid, every live process named `postgres` on the machine.
 fn postgres_cpu(postmaster: Option<u32>) -> f64 {
     let mut total = 0.0;
     let Ok(entries) = std::fs::read_dir("/proc") else { return f64::NAN };
@@ -249,7 +255,7 @@ fn postgres_cpu(postmaster: Option<u32>) -> f64 {
             Some(postmaster) => pid == postmaster || ppid == Some(postmaster),
             None => stat.contains("(postgres)"),
         };
-        if ours && let Some(s) = cpu_seconds(&stat) {
+        if ours && let Some(s) = cpu_seconds(&stat, Some(pid) == postmaster) {
             total += s;
         }
     }
