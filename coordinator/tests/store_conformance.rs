@@ -592,6 +592,17 @@ async fn job_records_and_filters_show_state_holder_and_failure<S: Store>(store: 
     let first = store.run_jobs(run, &JobFilter { limit: Some(1), ..JobFilter::default() }).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(store.run_jobs(run, &JobFilter::default()).await.unwrap().len(), 4);
+
+    // Leased jobs and the queued one keep the run unfinished until every job has ended.
+    assert!(store.has_unfinished(run).await.unwrap());
+    for job in [leased[0].job, leased[2].job] {
+        assert_eq!(complete_one(&store, job, 1, at(3)).await, Completion::Accepted);
+    }
+    assert!(store.has_unfinished(run).await.unwrap(), "one job is still queued");
+    let last = lease(&store, "w1", 1, at(4)).await;
+    assert!(store.has_unfinished(run).await.unwrap(), "one job is leased");
+    assert_eq!(complete_one(&store, last[0].job, 1, at(5)).await, Completion::Accepted);
+    assert!(!store.has_unfinished(run).await.unwrap(), "succeeded and failed jobs are finished");
 }
 
 async fn runs_are_listed_and_their_spec_replaced<S: Store>(store: S) {

@@ -239,6 +239,11 @@ impl<S: Store> Coordinator<S> {
     }
 
     async fn finish_run(&self, run: RunId) -> Result<(), String> {
+        // The common case, a run still in flight, is answered from the small partial indexes;
+        // the full count below runs only once a run looks finished.
+        if self.inner.store.has_unfinished(run).await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
         let status = match self.inner.store.run_status(run).await {
             Ok(status) => status,
             Err(StoreError::RunNotFound { .. }) => return Ok(()),

@@ -348,6 +348,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The named jobs that exist, in id order (no lock taken: a snapshot).
     fn job_records(&self, jobs: &[JobId]) -> impl Future<Output = Result<Vec<JobRecord>>> + Send;
 
+    /// Whether any job of the run is still queued or leased (cheap: reads the partial indexes of
+    /// queued and leased jobs, not the whole run).
+    fn has_unfinished(&self, run: RunId) -> impl Future<Output = Result<bool>> + Send;
+
     /// The jobs of a run that pass `filter`, in id order.
     fn run_jobs(&self, run: RunId, filter: &JobFilter) -> impl Future<Output = Result<Vec<JobRecord>>> + Send;
 }

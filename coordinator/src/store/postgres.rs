@@ -33,6 +33,7 @@ const CANCEL_JOBS: &str = include_str!("sql/postgres/cancel_jobs.sql");
 const SHARD_COUNTS: &str = include_str!("sql/postgres/shard_counts.sql");
 const SUCCEEDED_JOBS: &str = include_str!("sql/postgres/succeeded_jobs.sql");
 const JOB_RECORDS: &str = include_str!("sql/postgres/job_records.sql");
+const HAS_UNFINISHED: &str = include_str!("sql/postgres/has_unfinished.sql");
 const RUN_JOBS: &str = include_str!("sql/postgres/run_jobs.sql");
 const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, state, created_at";
 
@@ -472,6 +473,10 @@ impl Store for PgStore {
             .await
             .map_err(StoreError::db("reading jobs"))?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    async fn has_unfinished(&self, run: RunId) -> Result<bool> {
+        sqlx::query_scalar(HAS_UNFINISHED).bind(run.0).fetch_one(&self.pool).await.map_err(StoreError::db("checking whether a run is finished"))
     }
 
     async fn run_jobs(&self, run: RunId, filter: &JobFilter) -> Result<Vec<JobRecord>> {

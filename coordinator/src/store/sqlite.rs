@@ -33,6 +33,7 @@ const CANCEL_JOBS: &str = include_str!("sql/sqlite/cancel_jobs.sql");
 const SHARD_COUNTS: &str = include_str!("sql/sqlite/shard_counts.sql");
 const SUCCEEDED_JOBS: &str = include_str!("sql/sqlite/succeeded_jobs.sql");
 const JOB_RECORDS: &str = include_str!("sql/sqlite/job_records.sql");
+const HAS_UNFINISHED: &str = include_str!("sql/sqlite/has_unfinished.sql");
 const RUN_JOBS: &str = include_str!("sql/sqlite/run_jobs.sql");
 const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, state, created_at";
 
@@ -480,6 +481,10 @@ impl Store for SqliteStore {
         let ids = serde_json::to_string(&jobs.iter().map(|job| job.0).collect::<Vec<_>>()).map_err(|e| StoreError::Corrupt { detail: e.to_string() })?;
         let rows = sqlx::query(JOB_RECORDS).bind(ids).fetch_all(&self.pool).await.map_err(StoreError::db("reading jobs"))?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    async fn has_unfinished(&self, run: RunId) -> Result<bool> {
+        sqlx::query_scalar(HAS_UNFINISHED).bind(run.0).fetch_one(&self.pool).await.map_err(StoreError::db("checking whether a run is finished"))
     }
 
     async fn run_jobs(&self, run: RunId, filter: &JobFilter) -> Result<Vec<JobRecord>> {
