@@ -130,10 +130,9 @@ fn refused(status: tonic::Status) -> anyhow::Error {
 }
 
 /// Reads the files a spec names relative to itself, to ship them with it.
-fn spec_files(spec_path: &Path, text: &str) -> anyhow::Result<Vec<pb::SpecFile>> {
-    let spec = acufarm_core::RunSpec::parse(text, spec_path)?;
+fn spec_files(spec_path: &Path, spec: &acufarm_core::RunSpec) -> anyhow::Result<Vec<pb::SpecFile>> {
     let dir = spec_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    acufarm_coordinator::service::spec_files(&spec)
+    acufarm_coordinator::service::spec_files(spec)
         .into_iter()
         .map(|name| {
             let path = dir.join(&name);
@@ -149,9 +148,10 @@ fn read_spec(path: &Path) -> anyhow::Result<String> {
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let text = read_spec(&args.spec)?;
-    let files = spec_files(&args.spec, &text)?;
+    let spec = acufarm_core::RunSpec::parse(&text, &args.spec)?;
+    let files = spec_files(&args.spec, &spec)?;
     let bundle = Bundle::load(&args.bundle, false)?;
-    if let Some(want) = acufarm_core::RunSpec::parse(&text, &args.spec)?.run.bundle
+    if let Some(want) = spec.run.bundle
         && want != bundle.manifest.name
     {
         bail!("run spec wants bundle `{want}` but {} holds `{}`; pass --bundle the matching directory or change `run.bundle`", args.bundle.display(), bundle.manifest.name);
@@ -297,7 +297,7 @@ pub fn resubmit(args: ResubmitArgs) -> anyhow::Result<()> {
     let (spec_toml, spec_path, files) = match &args.spec {
         Some(path) => {
             let text = read_spec(path)?;
-            let files = spec_files(path, &text)?;
+            let files = spec_files(path, &acufarm_core::RunSpec::parse(&text, path)?)?;
             (text, path.display().to_string(), files)
         }
         None => (String::new(), String::new(), Vec::new()),

@@ -70,10 +70,6 @@ struct Shared {
     progress: Arc<progress::Progress>,
 }
 
-fn policy(spec: &RunSpec) -> RetryPolicy {
-    retry_policy(spec)
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run_async(args))
@@ -118,7 +114,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             }
             // This process is the only worker of an embedded run: whatever is still leased was
             // held by a process that died, so take every lease back now.
-            store.reap_expired(&policy(&spec), now + LEASE + Duration::from_secs(1)).await?;
+            store.reap_expired(&retry_policy(&spec), now + LEASE + Duration::from_secs(1)).await?;
             output.clean_staging(Some(&spec.run.name)).await?;
             run.id
         }
@@ -142,7 +138,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     if status.counts.succeeded > 0 {
         progress.note(&format!("resuming {}: {} of {} jobs already done", spec.run.name, status.counts.succeeded, status.counts.total()));
     }
-    let shared = Shared { store: store.clone(), input, output: output.clone(), scenes, run_name: spec.run.name.clone(), run_id, bundle: bundle_ref, execution_provider: args.ep.clone(), policy: policy(&spec), progress: progress.clone() };
+    let shared = Shared { store: store.clone(), input, output: output.clone(), scenes, run_name: spec.run.name.clone(), run_id, bundle: bundle_ref, execution_provider: args.ep.clone(), policy: retry_policy(&spec), progress: progress.clone() };
     let ticker = progress.clone().start();
     let mut threads = Vec::new();
     for (i, pipeline) in pipelines.into_iter().enumerate() {

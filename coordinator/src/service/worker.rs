@@ -13,6 +13,7 @@ use acufarm_proto::v1 as pb;
 use acufarm_proto::worker_server::Worker;
 use acufarm_storage::Storage;
 use chrono::Utc;
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,7 +181,9 @@ impl<S: Store> Worker for WorkerService<S> {
         let records: HashMap<JobId, JobRecord> = self.0.inner.store.job_records(&ids).await.map_err(store_status)?.into_iter().map(|r| (r.job, r)).collect();
 
         let mut answers: Vec<Option<pb::ReportOutcome>> = vec![None; request.completions.len()];
-        let mut accepted = Vec::new();
+        // Accepted completions, and where each one's answer goes (request index, run).
+        let mut requests = Vec::new();
+        let mut accepted_at = Vec::new();
         let mut commit_failures = Vec::new();
         let mut commit_failed_at = Vec::new();
         for (index, completion) in request.completions.iter().enumerate() {
@@ -205,7 +208,7 @@ impl<S: Store> Worker for WorkerService<S> {
             };
             let run = self.0.run_context(record.run).await?;
             let expected_key = Storage::staging_key(&run.name, job.0, attempt.0);
-            let committed = match serde_json::from_value::<JobSpec>(record.spec.clone()) {
+            let committed = match JobSpec::deserialize(&record.spec) {
                 Err(error) => Err((FailureClass::Permanent, format!("the job spec cannot be read ({error}); resubmit the run"))),
                 Ok(_) if completion.staging_key != expected_key => Err((FailureClass::Retryable, format!("the worker staged the output at {} instead of {expected_key}", completion.staging_key))),
                 Ok(spec) => {
@@ -228,7 +231,8 @@ impl<S: Store> Worker for WorkerService<S> {
             match committed {
                 Ok(row) => {
                     let result = serde_json::to_value(&row).map_err(|e| Status::internal(e.to_string()))?;
-                    accepted.push((index, run.id, CompletionRequest { job, attempt, result }));
+                    accepted_at.push((index, run.id));
+                    requests.push(CompletionRequest { job, attempt, result });
                 }
                 Err((class, message)) => {
                     commit_failed_at.push(index);
@@ -237,10 +241,9 @@ impl<S: Store> Worker for WorkerService<S> {
             }
         }
 
-        let requests: Vec<CompletionRequest> = accepted.iter().map(|(_, _, request)| request.clone()).collect();
         let reports = if requests.is_empty() { Vec::new() } else { self.0.inner.store.complete(&requests, Utc::now()).await.map_err(store_status)? };
         let mut succeeded: HashMap<RunId, usize> = HashMap::new();
-        for ((index, run, request), report) in accepted.iter().zip(reports) {
+        for ((index, run), report) in accepted_at.iter().zip(reports) {
             let (kind, detail) = match report.outcome {
                 Completion::Accepted => {
                     *succeeded.entry(*run).or_default() += 1;
@@ -249,7 +252,7 @@ impl<S: Store> Worker for WorkerService<S> {
                 Completion::Duplicate => (pb::Outcome::Duplicate, "already completed".into()),
                 Completion::Stale(stale) => (pb::Outcome::Stale, format!("{stale:?}")),
             };
-            answers[*index] = Some(outcome(kind, request.job, request.attempt, detail));
+            answers[*index] = Some(outcome(kind, report.job, report.attempt, detail));
         }
         let messages: HashMap<JobId, String> = commit_failures.iter().map(|(_, f)| (f.job, f.message.clone())).collect();
         let failed = self.fail_commits(commit_failures).await?;
