@@ -26,11 +26,17 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
+// The same allocator as the `acufarm` binary, so the coordinator runs as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TOKEN: &str = "acufarm-bench-token";
 const BUNDLE_SHA256: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const RUN_NAME: &str = "dispatch-bench";
 /// What a simulated worker "renders": a few bytes, uploaded to the staging key.
 const STAGED_BYTES: &[u8] = b"acufarm dispatch bench\n";
+/// Staging uploads a simulated worker has in flight at once.
+const STAGE_CONCURRENCY: usize = 8;
 
 #[derive(Parser)]
 #[command(about = "Coordinator dispatch throughput over loopback gRPC and PostgreSQL (benchmark harness)")]
@@ -326,8 +332,14 @@ async fn simulated_worker(
         stats.lease.push(lease_time);
         let staging_started = Instant::now();
         let mut completions = Vec::with_capacity(leased.jobs.len());
+        // Uploads run a few at a time, as a worker with a batch of renders would.
+        for chunk in leased.jobs.chunks(STAGE_CONCURRENCY) {
+            let puts: Vec<_> = chunk.iter().map(|job| output.put(&job.staging_key, payload.clone())).collect();
+            for (job, put) in chunk.iter().zip(futures_util::future::join_all(puts).await) {
+                put.with_context(|| format!("staging {}", job.staging_key))?;
+            }
+        }
         for job in &leased.jobs {
-            output.put(&job.staging_key, payload.clone()).await.with_context(|| format!("staging {}", job.staging_key))?;
             completions.push(pb::Completion {
                 job_id: job.job_id,
                 attempt: job.attempt,

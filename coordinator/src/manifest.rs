@@ -2,10 +2,11 @@
 //! appended by workers), so the manifest always matches what the database says succeeded.
 
 use crate::Store;
-use acufarm_core::manifest::{self, ManifestRow, MetadataRow, Summary};
+use acufarm_core::manifest::{self, ManifestRow, MetadataRow, SummaryTotals};
 use acufarm_core::RunId;
-use acufarm_storage::Storage;
+use acufarm_storage::{ObjectWriter, Storage, StorageError};
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use std::collections::BTreeMap;
 
 /// Why the manifest could not be written.
@@ -32,45 +33,122 @@ impl ManifestError {
     }
 }
 
+/// Rows whose labels are read at once.
+const LABEL_READS: usize = 32;
+/// Bytes gathered before they are handed to a file's upload.
+const FLUSH_BYTES: usize = 1 << 20;
+
+/// One file being written: text gathered, then uploaded in parts.
+struct Output {
+    writer: ObjectWriter,
+    pending: String,
+}
+
+impl Output {
+    async fn line(&mut self, line: &str) -> Result<(), StorageError> {
+        self.pending.push_str(line);
+        self.pending.push('\n');
+        if self.pending.len() >= FLUSH_BYTES {
+            self.writer.write(Bytes::from(std::mem::take(&mut self.pending))).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), StorageError> {
+        if !self.pending.is_empty() {
+            self.writer.write(Bytes::from(std::mem::take(&mut self.pending))).await?;
+        }
+        self.writer.finish().await
+    }
+}
+
+/// The files of one manifest while they are written; dropped unfinished on an error, so the old
+/// files stay in place.
+struct Files {
+    manifest: Output,
+    /// metadata.jsonl per split folder ("train/", "test/", or "" at the root).
+    metadata: BTreeMap<String, Output>,
+}
+
+impl Files {
+    async fn abort(self) {
+        let writers = std::iter::once(self.manifest).chain(self.metadata.into_values());
+        for output in writers {
+            if let Err(error) = output.writer.abort().await {
+                tracing::warn!("cannot clean up an unfinished manifest upload: {error}");
+            }
+        }
+    }
+}
+
 /// Writes the manifest of `run` into `output`; returns the number of manifest rows written.
 /// Idempotent: it is a function of the database, so writing twice (or from two coordinator
-/// replicas) gives the same files, and each file is replaced whole.
+/// replicas) gives the same files, and each file is replaced whole. Rows stream from the store in
+/// output-path order and are uploaded as they come, so memory stays flat for any run size.
 pub async fn write<S: Store>(store: &S, run: RunId, run_name: &str, output: &Storage) -> Result<usize, ManifestError> {
-    let jobs = store.succeeded_jobs(run).await?;
-    let mut rows = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let row: ManifestRow = serde_json::from_value(job.result)
-            .map_err(|e| ManifestError::BadResult { sample_id: job.sample_id.clone(), reason: e.to_string() })?;
-        rows.push(row);
+    let mut files = Files { manifest: Output { writer: output.writer(manifest::MANIFEST)?, pending: String::new() }, metadata: BTreeMap::new() };
+    match write_rows(store, run, output, &mut files).await {
+        Ok(totals) => {
+            let status = store.run_status(run).await?;
+            let failures = BTreeMap::from([("failed".to_string(), status.counts.failed as usize)]);
+            let rows = totals.outputs();
+            let summary = totals.finish(run_name, failures.into_iter().filter(|(_, n)| *n > 0).collect());
+            files.manifest.finish().await?;
+            for (_, metadata) in files.metadata {
+                metadata.finish().await?;
+            }
+            output.put(manifest::SUMMARY, Bytes::from(serde_json::to_string_pretty(&summary).expect("a summary serializes"))).await?;
+            Ok(rows)
+        }
+        Err(error) => {
+            files.abort().await;
+            Err(error)
+        }
     }
-    rows.sort_by(|a, b| a.output.path.cmp(&b.output.path));
-    let mut manifest_text = String::new();
-    // Hugging Face's imagefolder takes split names from top-level folders (train/, test/) and
-    // reads a metadata.jsonl inside each, with file names relative to it.
-    let mut metadata: BTreeMap<String, String> = BTreeMap::new();
-    for row in &rows {
-        manifest_text.push_str(&serde_json::to_string(row).expect("a manifest row serializes"));
-        manifest_text.push('\n');
-        let keypoints = match &row.annotation {
-            Some(a) => manifest::parse_label(&output.get(&a.path).await?, &a.path)?,
-            None => Vec::new(),
-        };
-        let (folder, file_name) = match row.output.path.split_once('/') {
-            Some((split, rest)) => (format!("{split}/"), rest.to_string()),
-            None => (String::new(), row.output.path.clone()),
-        };
-        let meta = MetadataRow { file_name, sample_id: row.sample_id.clone(), variant: row.variant, prompt_set: row.prompt_set, keypoints };
-        let text = metadata.entry(folder).or_default();
-        text.push_str(&serde_json::to_string(&meta).expect("a metadata row serializes"));
-        text.push('\n');
+}
+
+async fn write_rows<S: Store>(store: &S, run: RunId, output: &Storage, files: &mut Files) -> Result<SummaryTotals, ManifestError> {
+    let mut jobs = store.succeeded_jobs(run).await?;
+    let mut totals = SummaryTotals::default();
+    let mut chunk: Vec<ManifestRow> = Vec::with_capacity(LABEL_READS);
+    loop {
+        chunk.clear();
+        while chunk.len() < LABEL_READS {
+            let Some(job) = jobs.try_next().await? else { break };
+            let row: ManifestRow = serde_json::from_str(&job.result).map_err(|e| ManifestError::BadResult { sample_id: job.sample_id.clone(), reason: e.to_string() })?;
+            chunk.push(row);
+        }
+        if chunk.is_empty() {
+            return Ok(totals);
+        }
+        let labels: Vec<_> = chunk.iter().map(|row| read_keypoints(output, row)).collect();
+        let labels = futures_util::future::join_all(labels).await;
+        for (row, keypoints) in chunk.iter().zip(labels) {
+            totals.add(row);
+            files.manifest.line(&serde_json::to_string(row).expect("a manifest row serializes")).await?;
+            // Hugging Face's imagefolder takes split names from top-level folders (train/,
+            // test/) and reads a metadata.jsonl inside each, with file names relative to it.
+            let (folder, file_name) = match row.output.path.split_once('/') {
+                Some((split, rest)) => (format!("{split}/"), rest.to_string()),
+                None => (String::new(), row.output.path.clone()),
+            };
+            let meta = MetadataRow { file_name, sample_id: row.sample_id.clone(), variant: row.variant, prompt_set: row.prompt_set, keypoints: keypoints? };
+            let file = match files.metadata.entry(folder) {
+                std::collections::btree_map::Entry::Occupied(file) => file.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let writer = output.writer(&format!("{}{}", slot.key(), manifest::METADATA))?;
+                    slot.insert(Output { writer, pending: String::new() })
+                }
+            };
+            file.line(&serde_json::to_string(&meta).expect("a metadata row serializes")).await?;
+        }
     }
-    let status = store.run_status(run).await?;
-    let failures = BTreeMap::from([("failed".to_string(), status.counts.failed as usize)]);
-    let summary = Summary::from_rows(run_name, &rows, failures.into_iter().filter(|(_, n)| *n > 0).collect());
-    output.put(manifest::MANIFEST, Bytes::from(manifest_text)).await?;
-    for (folder, text) in metadata {
-        output.put(&format!("{folder}{}", manifest::METADATA), Bytes::from(text)).await?;
+}
+
+/// The keypoints of a row's copied label (none when the image has no label).
+async fn read_keypoints(output: &Storage, row: &ManifestRow) -> Result<Vec<manifest::Keypoint>, ManifestError> {
+    match &row.annotation {
+        Some(a) => Ok(manifest::parse_label(&output.get(&a.path).await?, &a.path)?),
+        None => Ok(Vec::new()),
     }
-    output.put(manifest::SUMMARY, Bytes::from(serde_json::to_string_pretty(&summary).expect("a summary serializes"))).await?;
-    Ok(rows.len())
 }

@@ -72,8 +72,9 @@ pub fn re_resolve(failed: &[JobRecord], resolution: &Resolution) -> Result<(Vec<
     let mut out = Vec::with_capacity(failed.len());
     let mut unresolved = 0;
     for record in failed {
-        let source = spec_source(&record.spec).unwrap_or(record.sample_id.as_str());
-        let variant = record.spec.get("variant").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        let spec: serde_json::Value = serde_json::from_str(&record.spec)?;
+        let source = spec_source(&spec).unwrap_or(record.sample_id.as_str());
+        let variant = spec.get("variant").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
         let spec = match (resolved.get(&(source, variant)), rejected.get(source)) {
             (Some(job), _) => serde_json::to_value(job)?,
             (None, Some(rejected)) => {
@@ -112,6 +113,16 @@ pub struct Producer<'a> {
     pub attempt: i32,
 }
 
+/// How many labels a batch commit copies at once.
+const LABEL_CONCURRENCY: usize = 16;
+
+/// One staged output to commit: the job it renders, what its worker reported, who made it.
+pub struct Commit<'a> {
+    pub job: &'a JobSpec,
+    pub staged: StagedOutput,
+    pub producer: Producer<'a>,
+}
+
 /// Moves a staged output to its final key (the dataset layout restored), copies its label beside
 /// it byte-for-byte and returns its manifest row. Safe to repeat: a second commit of the same
 /// attempt finds the object already moved only if it was lost, and then fails with NotFound.
@@ -122,22 +133,48 @@ pub async fn commit_output(
     staged: &StagedOutput,
     producer: Producer<'_>,
 ) -> Result<ManifestRow, StorageError> {
-    output.commit(&staged.staging_key, &job.output).await?;
+    let commit = Commit { job, staged: staged.clone(), producer };
+    commit_outputs(input, output, vec![commit]).await.pop().expect("one result per commit")
+}
+
+/// [`commit_output`] for a batch: all staged objects are moved in one storage call
+/// ([`Storage::commit_many`]), then labels are copied a few at a time. One result per commit,
+/// in order.
+pub async fn commit_outputs(input: &Storage, output: &Storage, commits: Vec<Commit<'_>>) -> Vec<Result<ManifestRow, StorageError>> {
+    let moves: Vec<(&str, &str)> = commits.iter().map(|c| (c.staged.staging_key.as_str(), c.job.output.as_str())).collect();
+    let moved = output.commit_many(&moves).await;
+    let mut rows = Vec::with_capacity(commits.len());
+    let mut pending = commits.into_iter().zip(moved).peekable();
+    while pending.peek().is_some() {
+        let chunk: Vec<_> = pending.by_ref().take(LABEL_CONCURRENCY).map(|(commit, moved)| finish_commit(input, output, commit, moved)).collect();
+        rows.extend(futures_util::future::join_all(chunk).await);
+    }
+    rows
+}
+
+/// Copies the label of a moved output and builds its manifest row.
+async fn finish_commit(input: &Storage, output: &Storage, commit: Commit<'_>, moved: Result<(), StorageError>) -> Result<ManifestRow, StorageError> {
+    moved?;
+    let job = commit.job;
     let annotation = match (&job.label, &job.output_label) {
         (Some(label), Some(out_label)) => {
             output.copy_from(input, label, out_label).await?;
-            Some(FileRef { path: out_label.clone(), sha256: output.sha256(out_label).await? })
+            Some(FileRef { path: out_label.to_string(), sha256: output.sha256(out_label).await? })
         }
         _ => None,
     };
-    Ok(ManifestRow {
+    Ok(manifest_row(job, commit.staged, commit.producer, annotation))
+}
+
+fn manifest_row(job: &JobSpec, staged: StagedOutput, producer: Producer<'_>, annotation: Option<FileRef>) -> ManifestRow {
+    ManifestRow {
         run: producer.run.to_string(),
         shard: job.shard.clone(),
         sample_id: job.sample_id.clone(),
         variant: job.variant,
         qa_try: job.qa_try,
-        source: FileRef { path: job.source.clone(), sha256: staged.source_sha256.clone() },
-        output: FileRef { path: job.output.clone(), sha256: staged.sha256.clone() },
+        source: FileRef { path: job.source.clone(), sha256: staged.source_sha256 },
+        output: FileRef { path: job.output.clone(), sha256: staged.sha256 },
         annotation,
         prompt_set: job.prompt_set,
         prompt: job.prompt.clone(),
@@ -149,6 +186,6 @@ pub async fn commit_output(
         worker: producer.worker.to_string(),
         execution_provider: producer.execution_provider.to_string(),
         attempt: producer.attempt,
-        timings: staged.timings.clone(),
-    })
+        timings: staged.timings,
+    }
 }

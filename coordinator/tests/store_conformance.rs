@@ -6,11 +6,12 @@ mod support;
 use acufarm_coordinator::state::{Completion, Expiry, Failure, ShardState, Stale, StateCounts};
 use acufarm_coordinator::store::{
     CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, NewJob, NewRun, Resubmission, Resubmitted,
-    RunState,
+    RunState, SucceededJob,
 };
 use acufarm_coordinator::{RetryPolicy, Store, StoreError};
 use acufarm_core::{Attempt, FailureClass, JobId, JobState, RunId};
 use chrono::{DateTime, TimeZone, Utc};
+use futures_util::TryStreamExt;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -57,6 +58,7 @@ conformance!(
     unknown_run_is_reported,
     job_records_and_filters_show_state_holder_and_failure,
     runs_are_listed_and_their_spec_replaced,
+    succeeded_jobs_stream_in_output_path_order,
 );
 
 const BUNDLE: &str = "bundle-a";
@@ -113,8 +115,17 @@ async fn lease<S: Store>(store: &S, worker: &str, max_jobs: u32, now: DateTime<U
 }
 
 async fn complete_one<S: Store>(store: &S, job: JobId, attempt: i32, now: DateTime<Utc>) -> Completion {
-    let request = CompletionRequest { job, attempt: Attempt(attempt), result: json!({ "attempt": attempt }) };
+    let request = CompletionRequest { job, attempt: Attempt(attempt), result: json!({ "attempt": attempt }).to_string() };
     store.complete(&[request], now).await.unwrap()[0].outcome
+}
+
+/// The succeeded jobs of a run, collected from the store's stream.
+async fn succeeded<S: Store>(store: &S, run: RunId) -> Vec<SucceededJob> {
+    store.succeeded_jobs(run).await.unwrap().try_collect().await.unwrap()
+}
+
+fn parsed(result: &str) -> serde_json::Value {
+    serde_json::from_str(result).unwrap()
 }
 
 async fn fail_one<S: Store>(store: &S, job: JobId, attempt: i32, class: FailureClass, now: DateTime<Utc>) -> Failure {
@@ -185,7 +196,7 @@ async fn lease_takes_highest_priority_then_oldest_up_to_max_jobs<S: Store>(store
     assert!(first.iter().all(|job| job.lease_expires_at == at(70)));
     assert!(first.windows(2).all(|pair| pair[0].job < pair[1].job), "oldest job first");
     assert_eq!(first[0].sample_id, "m01_000");
-    assert_eq!(first[0].spec, json!({ "run": "high", "sample": "m01_000", "seed": 0 }));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&first[0].spec).unwrap(), json!({ "run": "high", "sample": "m01_000", "seed": 0 }));
 
     let second = lease(&store, "w2", 10, at(11)).await;
     let runs: Vec<RunId> = second.iter().map(|job| job.run).collect();
@@ -289,7 +300,7 @@ async fn complete_reports_accepted_duplicate_and_stale<S: Store>(store: S) {
     let leased = lease(&store, "w1", 2, at(0)).await;
     let (a, b) = (leased[0].job, leased[1].job);
     let request =
-        |job, attempt, tag: &str| CompletionRequest { job, attempt: Attempt(attempt), result: json!({ "key": tag }) };
+        |job, attempt, tag: &str| CompletionRequest { job, attempt: Attempt(attempt), result: json!({ "key": tag }).to_string() };
 
     let reports = store
         .complete(
@@ -318,10 +329,10 @@ async fn complete_reports_accepted_duplicate_and_stale<S: Store>(store: S) {
     assert_eq!(complete_one(&store, a, 1, at(6)).await, Completion::Duplicate, "a retried request is a duplicate");
     assert_eq!(counts(&store, run).await, state_counts(1, 0, 2, 0, 0));
 
-    let done = store.succeeded_jobs(run).await.unwrap();
+    let done = succeeded(&store, run).await;
     let rows: Vec<(JobId, &str, &str, Attempt, serde_json::Value)> = done
         .iter()
-        .map(|job| (job.job, job.shard_key.as_str(), job.sample_id.as_str(), job.attempt, job.result.clone()))
+        .map(|job| (job.job, job.shard_key.as_str(), job.sample_id.as_str(), job.attempt, parsed(&job.result)))
         .collect();
     assert_eq!(
         rows,
@@ -356,7 +367,7 @@ async fn late_completion_from_an_expired_lease_is_rejected<S: Store>(store: S) {
         complete_one(&store, job, 1, at(66)).await,
         Completion::Stale(Stale::Superseded { current: Attempt(2) })
     );
-    assert_eq!(store.succeeded_jobs(run).await.unwrap()[0].result, json!({ "attempt": 2 }));
+    assert_eq!(parsed(&succeeded(&store, run).await[0].result), json!({ "attempt": 2 }));
 }
 
 async fn retryable_failure_requeues_with_backoff_until_exhausted<S: Store>(store: S) {
@@ -514,7 +525,7 @@ async fn resubmit_requeues_failed_jobs_with_a_fresh_budget<S: Store>(store: S) {
 
     let again = lease(&store, "w2", 1, at(3)).await;
     assert_eq!((again[0].job, again[0].attempt), (failed, Attempt(2)), "the fencing token keeps growing");
-    assert_eq!(again[0].spec, fixed_spec);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&again[0].spec).unwrap(), fixed_spec);
     assert_eq!(
         complete_one(&store, failed, 1, at(4)).await,
         Completion::Stale(Stale::Superseded { current: Attempt(2) })
@@ -556,7 +567,7 @@ async fn cancel_stops_unfinished_jobs_and_fences_their_holders<S: Store>(store: 
     assert!(store.reap_expired(&policy(), at(1000)).await.unwrap().is_empty());
     let error = store.resume_run(run, at(5)).await.unwrap_err();
     assert!(matches!(error, StoreError::RunCancelled { .. }), "{error:?}");
-    assert_eq!(store.succeeded_jobs(run).await.unwrap().len(), 1, "finished work survives a cancel");
+    assert_eq!(succeeded(&store, run).await.len(), 1, "finished work survives a cancel");
 }
 
 async fn unknown_run_is_reported<S: Store>(store: S) {
@@ -614,4 +625,31 @@ async fn runs_are_listed_and_their_spec_replaced<S: Store>(store: S) {
     assert!(store.run(b).await.unwrap().spec.ends_with("# fixed\n"));
     assert!(matches!(store.set_run_spec(RunId(424_242), "", at(3)).await, Err(StoreError::RunNotFound { .. })));
     assert!(matches!(store.run(RunId(424_242)).await, Err(StoreError::RunNotFound { .. })));
+}
+
+async fn succeeded_jobs_stream_in_output_path_order<S: Store>(store: S) {
+    let run = store.create_run(&new_run("ordered", 0, &["m01"], 5), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 5, at(1)).await;
+    // Output paths in the reverse of job order, bytewise ("Z" < "a"), and one result with none.
+    let paths = [Some("train/b.png"), Some("train/a.png"), None, Some("test/Z.png"), Some("test/a.png")];
+    let requests: Vec<CompletionRequest> = leased
+        .iter()
+        .zip(paths)
+        .map(|(job, path)| CompletionRequest {
+            job: job.job,
+            attempt: job.attempt,
+            result: match path {
+                Some(path) => json!({ "output": { "path": path } }).to_string(),
+                None => json!({ "no": "path" }).to_string(),
+            },
+        })
+        .collect();
+    store.complete(&requests, at(2)).await.unwrap();
+    let order: Vec<Option<String>> = succeeded(&store, run)
+        .await
+        .iter()
+        .map(|job| parsed(&job.result)["output"]["path"].as_str().map(str::to_string))
+        .collect();
+    let expected = [Some("test/Z.png"), Some("test/a.png"), Some("train/a.png"), Some("train/b.png"), None];
+    assert_eq!(order, expected.map(|path| path.map(str::to_string)));
 }

@@ -114,24 +114,45 @@ pub struct Summary {
     pub seconds_mean: BTreeMap<String, f64>,
 }
 
-impl Summary {
-    pub fn from_rows(run: &str, rows: &[ManifestRow], failures_by_class: BTreeMap<String, usize>) -> Self {
-        let mut totals: BTreeMap<String, f64> = BTreeMap::new();
-        for row in rows {
-            for (stage, seconds) in &row.timings {
-                *totals.entry(stage.clone()).or_default() += seconds;
+/// A [`Summary`] built one row at a time (the manifest writer streams rows).
+#[derive(Debug, Default)]
+pub struct SummaryTotals {
+    outputs: usize,
+    seconds: BTreeMap<String, f64>,
+    shards: std::collections::BTreeSet<String>,
+}
+
+impl SummaryTotals {
+    /// Rows added so far.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    pub fn add(&mut self, row: &ManifestRow) {
+        self.outputs += 1;
+        for (stage, seconds) in &row.timings {
+            match self.seconds.get_mut(stage) {
+                Some(total) => *total += seconds,
+                None => {
+                    self.seconds.insert(stage.clone(), *seconds);
+                }
             }
         }
-        let shards: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.shard.as_str()).collect();
-        let n = rows.len().max(1) as f64;
-        Self {
+        if !self.shards.contains(&row.shard) {
+            self.shards.insert(row.shard.clone());
+        }
+    }
+
+    pub fn finish(self, run: &str, failures_by_class: BTreeMap<String, usize>) -> Summary {
+        let n = self.outputs.max(1) as f64;
+        Summary {
             run: run.to_string(),
-            outputs: rows.len(),
+            outputs: self.outputs,
             failed: failures_by_class.values().sum(),
             failures_by_class,
-            shards: shards.len(),
-            seconds_total: totals.values().sum(),
-            seconds_mean: totals.into_iter().map(|(k, v)| (k, v / n)).collect(),
+            shards: self.shards.len(),
+            seconds_total: self.seconds.values().sum(),
+            seconds_mean: self.seconds.into_iter().map(|(k, v)| (k, v / n)).collect(),
         }
     }
 }

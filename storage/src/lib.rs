@@ -36,10 +36,46 @@ impl StorageError {
     }
 }
 
+/// How many objects a batch commit moves at once on S3 (each move is a copy plus a delete).
+const COMMIT_CONCURRENCY: usize = 32;
+
+/// Part size of an [`ObjectWriter`] (S3 parts must be at least 5 MiB).
+const WRITER_PART: usize = 8 << 20;
+
+/// An object being written in parts; see [`Storage::writer`].
+pub struct ObjectWriter {
+    inner: object_store::buffered::BufWriter,
+    root: String,
+    path: String,
+}
+
+impl ObjectWriter {
+    fn io(&self, e: impl std::fmt::Display) -> StorageError {
+        StorageError::Io { root: self.root.clone(), path: self.path.clone(), reason: e.to_string() }
+    }
+
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
+        self.inner.put(bytes).await.map_err(|e| self.io(e))
+    }
+
+    /// Completes the upload: the object now exists whole.
+    pub async fn finish(mut self) -> Result<(), StorageError> {
+        use tokio::io::AsyncWriteExt;
+        self.inner.shutdown().await.map_err(|e| self.io(e))
+    }
+
+    /// Abandons the upload and removes its parts.
+    pub async fn abort(mut self) -> Result<(), StorageError> {
+        self.inner.abort().await.map_err(|e| self.io(e))
+    }
+}
+
 /// One storage root.
 #[derive(Debug, Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is the local filesystem, for batch renames in one blocking task.
+    local: Option<Arc<object_store::local::LocalFileSystem>>,
     prefix: ObjectPath,
     url: String,
 }
@@ -72,8 +108,10 @@ impl Storage {
             }
             let path = std::path::Path::new(rest);
             std::fs::create_dir_all(path).map_err(|e| open_err(&e))?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| open_err(&e))?;
-            return Ok(Self { store: Arc::new(store), prefix: ObjectPath::default(), url: url.to_string() });
+            // fsync: an output the database records as committed must survive a machine crash,
+            // as it would on S3.
+            let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| open_err(&e))?.with_fsync(true));
+            return Ok(Self { store: store.clone(), local: Some(store), prefix: ObjectPath::default(), url: url.to_string() });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -87,7 +125,7 @@ impl Storage {
             }
             let store = builder.build().map_err(|e| open_err(&e))?;
             let prefix = ObjectPath::parse(prefix.trim_matches('/')).map_err(|e| bad(&e.to_string()))?;
-            return Ok(Self { store: Arc::new(store), prefix, url: url.to_string() });
+            return Ok(Self { store: Arc::new(store), local: None, prefix, url: url.to_string() });
         }
         Err(bad("unknown scheme"))
     }
@@ -146,9 +184,10 @@ impl Storage {
         }
     }
 
-    /// The staging key of one attempt of one job.
+    /// The staging key of one attempt of one job. One flat folder per run: no folder to create
+    /// per upload, and a batch commit fsyncs one source folder.
     pub fn staging_key(run: &str, job: i64, attempt: i32) -> String {
-        format!("{STAGING}/{run}/{job}/{attempt}")
+        format!("{STAGING}/{run}/{job}.{attempt}")
     }
 
     /// Moves a staged object to its final key (replacing an earlier output of the same job).
@@ -160,6 +199,57 @@ impl Storage {
             Err(object_store::Error::NotFound { .. }) if self.exists(final_rel).await? => Ok(()),
             Err(e) => Err(self.io(staging, e)),
         }
+    }
+
+    /// Commits a batch of staged objects, `(staging, final)` pairs, with the same meaning as
+    /// [`Storage::commit`] for each; returns one result per pair, in order. On the local
+    /// filesystem all renames run in one blocking task and each touched folder is fsynced once;
+    /// on S3 up to 32 moves run at once.
+    pub async fn commit_many(&self, moves: &[(&str, &str)]) -> Vec<Result<(), StorageError>> {
+        let Some(local) = &self.local else {
+            let mut results = Vec::with_capacity(moves.len());
+            for chunk in moves.chunks(COMMIT_CONCURRENCY) {
+                let commits: Vec<_> = chunk.iter().map(|(from, to)| self.commit(from, to)).collect();
+                results.extend(futures::future::join_all(commits).await);
+            }
+            return results;
+        };
+        let paths = moves
+            .iter()
+            .map(|(from, to)| {
+                let from_path = local.path_to_filesystem(&self.key(from)?).map_err(|e| self.io(from, e))?;
+                let to_path = local.path_to_filesystem(&self.key(to)?).map_err(|e| self.io(to, e))?;
+                Ok((from_path, to_path))
+            })
+            .collect::<Vec<Result<_, StorageError>>>();
+        let done = tokio::task::spawn_blocking(move || local_commit(paths)).await;
+        let outcomes = match done {
+            Ok(outcomes) => outcomes,
+            Err(e) => moves.iter().map(|_| Err(LocalFailure::Io(format!("the commit task failed: {e}")))).collect(),
+        };
+        outcomes
+            .into_iter()
+            .zip(moves)
+            .map(|(outcome, (from, _))| {
+                outcome.map_err(|failure| match failure {
+                    LocalFailure::Prepared(error) => error,
+                    LocalFailure::NotFound => StorageError::NotFound { root: self.url.clone(), path: from.to_string() },
+                    LocalFailure::Io(reason) => StorageError::Io { root: self.url.clone(), path: from.to_string(), reason },
+                })
+            })
+            .collect()
+    }
+
+    /// Starts writing an object too large to build in memory (a manifest): bytes are uploaded in
+    /// parts as they come, and the object appears whole at `rel` only on
+    /// [`ObjectWriter::finish`] (an abandoned writer leaves nothing at `rel`).
+    pub fn writer(&self, rel: &str) -> Result<ObjectWriter, StorageError> {
+        let key = self.key(rel)?;
+        Ok(ObjectWriter {
+            inner: object_store::buffered::BufWriter::with_capacity(self.store.clone(), key, WRITER_PART),
+            root: self.url.clone(),
+            path: rel.to_string(),
+        })
     }
 
     /// Copies bytes from another root unchanged (labels, `map.txt`).
@@ -196,4 +286,57 @@ impl Storage {
     pub async fn sha256(&self, rel: &str) -> Result<String, StorageError> {
         Ok(acufarm_core::manifest::sha256_bytes(&self.get(rel).await?))
     }
+}
+
+enum LocalFailure {
+    /// The key could not be mapped to a path.
+    Prepared(StorageError),
+    /// Neither the staged nor the final file exists.
+    NotFound,
+    Io(String),
+}
+
+/// Renames staged files to their final paths (creating folders as needed), then fsyncs every
+/// folder that gained or lost an entry, once. A missing staged file whose final file exists was
+/// committed before (a retried commit) and counts as done.
+fn local_commit(paths: Vec<Result<(std::path::PathBuf, std::path::PathBuf), StorageError>>) -> Vec<Result<(), LocalFailure>> {
+    use std::collections::HashMap;
+    use std::io::ErrorKind;
+    let mut touched: HashMap<std::path::PathBuf, Vec<usize>> = HashMap::new();
+    let mut outcomes: Vec<Result<(), LocalFailure>> = Vec::with_capacity(paths.len());
+    for (index, paths) in paths.into_iter().enumerate() {
+        let (from, to) = match paths {
+            Ok(paths) => paths,
+            Err(error) => {
+                outcomes.push(Err(LocalFailure::Prepared(error)));
+                continue;
+            }
+        };
+        let moved = match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() == ErrorKind::NotFound && from.exists() => match to.parent().map(std::fs::create_dir_all) {
+                Some(Err(e)) => Err(e),
+                _ => std::fs::rename(&from, &to),
+            },
+            other => other,
+        };
+        let outcome = match moved {
+            Ok(()) => {
+                for dir in [from.parent(), to.parent()].into_iter().flatten() {
+                    touched.entry(dir.to_path_buf()).or_default().push(index);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => if to.exists() { Ok(()) } else { Err(LocalFailure::NotFound) },
+            Err(e) => Err(LocalFailure::Io(e.to_string())),
+        };
+        outcomes.push(outcome);
+    }
+    for (dir, indices) in touched {
+        if let Err(e) = std::fs::File::open(&dir).and_then(|dir| dir.sync_all()) {
+            for index in indices {
+                outcomes[index] = Err(LocalFailure::Io(format!("cannot fsync {}: {e}", dir.display())));
+            }
+        }
+    }
+    outcomes
 }

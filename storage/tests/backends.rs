@@ -29,6 +29,28 @@ async fn scenario(input: &Storage, output: &Storage) {
     // A retried commit after the rename already happened is harmless.
     output.commit(&staging, "train/image/img_512/M_Asher_N_HD_0001.png").await.unwrap();
 
+    // A batch commit: new folders, one attempt already committed, one whose staged object is
+    // missing; one result per pair, in order.
+    let (a, b, lost) = (Storage::staging_key("run-1", 10, 1), Storage::staging_key("run-1", 11, 1), Storage::staging_key("run-1", 12, 1));
+    output.put(&a, Bytes::from_static(b"a")).await.unwrap();
+    output.put(&b, Bytes::from_static(b"b")).await.unwrap();
+    let moves = [
+        (a.as_str(), "train/image/img_512/new folder/F_Bo_N_HD_0002.png"),
+        (staging.as_str(), "train/image/img_512/M_Asher_N_HD_0001.png"),
+        (lost.as_str(), "train/image/img_512/F_Bo_N_HD_0003.png"),
+        (b.as_str(), "test/image/img_512/F_Bo_N_HD_0004.png"),
+    ];
+    let results = output.commit_many(&moves).await;
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok(), "{results:?}");
+    assert!(matches!(&results[2], Err(StorageError::NotFound { path, .. }) if *path == lost), "{results:?}");
+    assert_eq!(output.get("train/image/img_512/new folder/F_Bo_N_HD_0002.png").await.unwrap(), Bytes::from_static(b"a"));
+    assert_eq!(output.get("test/image/img_512/F_Bo_N_HD_0004.png").await.unwrap(), Bytes::from_static(b"b"));
+    assert_eq!(output.staging_count().await.unwrap(), 0);
+    for path in ["train/image/img_512/new folder/F_Bo_N_HD_0002.png", "test/image/img_512/F_Bo_N_HD_0004.png"] {
+        output.delete(path).await.unwrap();
+    }
+
     output.copy_from(input, "train/label/label/M_Asher_N_HD_0001.json", "train/label/label/M_Asher_N_HD_0001.json").await.unwrap();
     assert_eq!(
         output.sha256("train/label/label/M_Asher_N_HD_0001.json").await.unwrap(),

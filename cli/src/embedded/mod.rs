@@ -199,11 +199,18 @@ async fn worker_loop(shared: Shared, mut pipeline: Pipeline, worker: String, bat
         let mut ready = Vec::new();
         for lease in &leased {
             let fail = |class: FailureClass, message: String| FailureRequest { job: lease.job, attempt: lease.attempt, class, message };
-            if let Some(error) = lease.spec.get("error").and_then(|e| e.as_str()) {
+            let spec: serde_json::Value = match serde_json::from_str(&lease.spec) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    failures.push(fail(FailureClass::Permanent, format!("job spec of {} is not JSON ({e}); resubmit the run", lease.sample_id)));
+                    continue;
+                }
+            };
+            if let Some(error) = spec.get("error").and_then(|e| e.as_str()) {
                 failures.push(fail(FailureClass::Permanent, error.to_string()));
                 continue;
             }
-            let job: JobSpec = match serde_json::from_value(lease.spec.clone()) {
+            let job: JobSpec = match serde_json::from_value(spec) {
                 Ok(job) => job,
                 Err(e) => {
                     failures.push(fail(FailureClass::Permanent, format!("job spec of {} cannot be read ({e}); resubmit the run", lease.sample_id)));
@@ -245,7 +252,7 @@ async fn worker_loop(shared: Shared, mut pipeline: Pipeline, worker: String, bat
                     Err(e) => Err(e),
                 };
                 match outcome {
-                    Ok(row) => completions.push(CompletionRequest { job: lease.job, attempt: lease.attempt, result: serde_json::to_value(row)? }),
+                    Ok(row) => completions.push(CompletionRequest { job: lease.job, attempt: lease.attempt, result: serde_json::to_string(&row)? }),
                     Err(e) => failures.push(FailureRequest { job: lease.job, attempt: lease.attempt, class: e.class, message: e.message }),
                 }
             }

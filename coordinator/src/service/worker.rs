@@ -13,7 +13,6 @@ use acufarm_proto::v1 as pb;
 use acufarm_proto::worker_server::Worker;
 use acufarm_storage::Storage;
 use chrono::Utc;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,14 +121,17 @@ impl<S: Store> Worker for WorkerService<S> {
             })
             .await
             .map_err(store_status)?;
-        let mut runs: BTreeMap<RunId, Arc<RunContext>> = BTreeMap::new();
+        let mut runs: BTreeMap<RunId, (Arc<RunContext>, usize)> = BTreeMap::new();
         let mut jobs = Vec::with_capacity(leased.len());
-        for job in &leased {
-            let run = match runs.get(&job.run) {
-                Some(run) => run.clone(),
+        for job in leased {
+            let run = match runs.get_mut(&job.run) {
+                Some((run, count)) => {
+                    *count += 1;
+                    run.clone()
+                }
                 None => {
                     let run = self.0.run_context(job.run).await?;
-                    runs.insert(job.run, run.clone());
+                    runs.insert(job.run, (run.clone(), 1));
                     run
                 }
             };
@@ -137,21 +139,18 @@ impl<S: Store> Worker for WorkerService<S> {
                 job_id: job.job.0,
                 run_id: job.run.0,
                 attempt: job.attempt.0,
-                sample_id: job.sample_id.clone(),
-                spec_json: job.spec.to_string(),
                 staging_key: Storage::staging_key(&run.name, job.job.0, job.attempt.0),
                 lease_expires_unix_ms: unix_ms(job.lease_expires_at),
+                sample_id: job.sample_id,
+                spec_json: job.spec,
             });
         }
-        if !jobs.is_empty() {
-            for run in runs.values() {
-                let count = leased.iter().filter(|job| job.run == run.id).count();
-                self.0.inner.events.publish(&Event::JobsLeased { run_id: run.id.0, worker_id: request.worker_id.clone(), jobs: count }).await;
-            }
+        for (run, count) in runs.values() {
+            self.0.inner.events.publish(&Event::JobsLeased { run_id: run.id.0, worker_id: request.worker_id.clone(), jobs: *count }).await;
         }
         let runs = runs
             .values()
-            .map(|run| pb::RunContext {
+            .map(|(run, _)| pb::RunContext {
                 run_id: run.id.0,
                 name: run.name.clone(),
                 input_url: run.input_url.clone(),
@@ -181,9 +180,8 @@ impl<S: Store> Worker for WorkerService<S> {
         let records: HashMap<JobId, JobRecord> = self.0.inner.store.job_records(&ids).await.map_err(store_status)?.into_iter().map(|r| (r.job, r)).collect();
 
         let mut answers: Vec<Option<pb::ReportOutcome>> = vec![None; request.completions.len()];
-        // Accepted completions, and where each one's answer goes (request index, run).
-        let mut requests = Vec::new();
-        let mut accepted_at = Vec::new();
+        // Completions that hold their lease, grouped by run for one storage batch each.
+        let mut to_commit: BTreeMap<RunId, (Arc<RunContext>, Vec<(usize, JobSpec)>)> = BTreeMap::new();
         let mut commit_failures = Vec::new();
         let mut commit_failed_at = Vec::new();
         for (index, completion) in request.completions.iter().enumerate() {
@@ -206,37 +204,65 @@ impl<S: Store> Worker for WorkerService<S> {
                 answers[index] = Some(outcome(kind, job, attempt, detail));
                 continue;
             };
-            let run = self.0.run_context(record.run).await?;
+            let run = match to_commit.get(&record.run) {
+                Some((run, _)) => run.clone(),
+                None => self.0.run_context(record.run).await?,
+            };
             let expected_key = Storage::staging_key(&run.name, job.0, attempt.0);
-            let committed = match JobSpec::deserialize(&record.spec) {
-                Err(error) => Err((FailureClass::Permanent, format!("the job spec cannot be read ({error}); resubmit the run"))),
-                Ok(_) if completion.staging_key != expected_key => Err((FailureClass::Retryable, format!("the worker staged the output at {} instead of {expected_key}", completion.staging_key))),
+            let refused = match serde_json::from_str::<JobSpec>(&record.spec) {
+                Err(error) => (FailureClass::Permanent, format!("the job spec cannot be read ({error}); resubmit the run")),
+                Ok(_) if completion.staging_key != expected_key => (FailureClass::Retryable, format!("the worker staged the output at {} instead of {expected_key}", completion.staging_key)),
                 Ok(spec) => {
-                    let staged = StagedOutput {
-                        staging_key: completion.staging_key.clone(),
-                        sha256: completion.sha256.clone(),
-                        source_sha256: completion.source_sha256.clone(),
-                        timings: completion.timings.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                    };
-                    let producer = Producer {
-                        run: &run.name,
-                        bundle: BundleRef { name: request.bundle_name.clone(), sha256: run.bundle_sha256.clone() },
-                        worker,
-                        execution_provider: &completion.execution_provider,
-                        attempt: attempt.0,
-                    };
-                    runs::commit_output(&run.input, &run.output, &spec, &staged, producer).await.map_err(|e| (FailureClass::Retryable, format!("committing the output failed: {e}")))
+                    to_commit.entry(run.id).or_insert_with(|| (run.clone(), Vec::new())).1.push((index, spec));
+                    continue;
                 }
             };
-            match committed {
-                Ok(row) => {
-                    let result = serde_json::to_value(&row).map_err(|e| Status::internal(e.to_string()))?;
-                    accepted_at.push((index, run.id));
-                    requests.push(CompletionRequest { job, attempt, result });
-                }
-                Err((class, message)) => {
-                    commit_failed_at.push(index);
-                    commit_failures.push((run.clone(), FailureRequest { job, attempt, class, message }));
+            commit_failed_at.push(index);
+            commit_failures.push((run, FailureRequest { job, attempt, class: refused.0, message: refused.1 }));
+        }
+
+        // Move every staged object of a run in one storage batch, then record the accepted ones.
+        let mut requests = Vec::new();
+        let mut accepted_at = Vec::new();
+        for (run, jobs) in to_commit.values() {
+            let bundle = BundleRef { name: request.bundle_name.clone(), sha256: run.bundle_sha256.clone() };
+            let commits = jobs
+                .iter()
+                .map(|(index, spec)| {
+                    let completion = &request.completions[*index];
+                    runs::Commit {
+                        job: spec,
+                        staged: StagedOutput {
+                            staging_key: completion.staging_key.clone(),
+                            sha256: completion.sha256.clone(),
+                            source_sha256: completion.source_sha256.clone(),
+                            timings: completion.timings.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                        },
+                        producer: Producer {
+                            run: &run.name,
+                            bundle: bundle.clone(),
+                            worker,
+                            execution_provider: &completion.execution_provider,
+                            attempt: completion.attempt,
+                        },
+                    }
+                })
+                .collect();
+            let committed = runs::commit_outputs(&run.input, &run.output, commits).await;
+            for ((index, _), committed) in jobs.iter().zip(committed) {
+                let completion = &request.completions[*index];
+                let (job, attempt) = (JobId(completion.job_id), Attempt(completion.attempt));
+                match committed {
+                    Ok(row) => {
+                        let result = serde_json::to_string(&row).map_err(|e| Status::internal(e.to_string()))?;
+                        accepted_at.push((*index, run.id));
+                        requests.push(CompletionRequest { job, attempt, result });
+                    }
+                    Err(error) => {
+                        commit_failed_at.push(*index);
+                        let message = format!("committing the output failed: {error}");
+                        commit_failures.push((run.clone(), FailureRequest { job, attempt, class: FailureClass::Retryable, message }));
+                    }
                 }
             }
         }

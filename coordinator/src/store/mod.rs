@@ -141,7 +141,8 @@ pub struct LeasedJob {
     /// The fencing token: every report about this job must carry it.
     pub attempt: Attempt,
     pub sample_id: String,
-    pub spec: serde_json::Value,
+    /// The job spec as JSON text, passed through to the worker unparsed.
+    pub spec: String,
     pub lease_expires_at: DateTime<Utc>,
 }
 
@@ -156,8 +157,9 @@ pub struct JobAttempt {
 pub struct CompletionRequest {
     pub job: JobId,
     pub attempt: Attempt,
-    /// What the manifest writer needs (output key, sha256, timings); opaque to the store.
-    pub result: serde_json::Value,
+    /// What the manifest writer needs (output key, sha256, timings) as JSON text; opaque to the
+    /// store, which stores it unparsed.
+    pub result: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -232,6 +234,9 @@ pub struct ResubmitReport {
     pub outcome: Resubmitted,
 }
 
+/// The succeeded jobs of a run, as the database returns them.
+pub type SucceededStream<'a> = futures_util::stream::BoxStream<'a, Result<SucceededJob>>;
+
 /// A finished job, for the manifest writer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SucceededJob {
@@ -239,7 +244,8 @@ pub struct SucceededJob {
     pub shard_key: String,
     pub sample_id: String,
     pub attempt: Attempt,
-    pub result: serde_json::Value,
+    /// The completion's result as JSON text (a manifest row).
+    pub result: String,
 }
 
 /// A job as the operator and the committing coordinator see it.
@@ -253,7 +259,8 @@ pub struct JobRecord {
     pub attempt: Attempt,
     /// The worker holding the lease, while leased.
     pub leased_by: Option<String>,
-    pub spec: serde_json::Value,
+    /// The job spec as JSON text (parse it with `serde_json::from_str` where needed).
+    pub spec: String,
     pub failure_class: Option<FailureClass>,
     pub last_error: Option<String>,
 }
@@ -333,8 +340,10 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     fn resume_run(&self, run: RunId, now: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
 
-    /// The succeeded jobs of a run with their results, in job order, for the manifest writer.
-    fn succeeded_jobs(&self, run: RunId) -> impl Future<Output = Result<Vec<SucceededJob>>> + Send;
+    /// The succeeded jobs of a run with their results, streamed in the order of their output
+    /// paths (bytewise; jobs whose result names no path last, by id) for the manifest writer, so
+    /// a run of any size is written without holding it in memory.
+    fn succeeded_jobs(&self, run: RunId) -> impl Future<Output = Result<SucceededStream<'_>>> + Send;
 
     /// One run by id ([`StoreError::RunNotFound`] when it does not exist).
     fn run(&self, run: RunId) -> impl Future<Output = Result<RunInfo>> + Send;
@@ -369,19 +378,21 @@ pub(crate) fn parse_failure_class(text: Option<String>) -> Result<Option<Failure
 
 /// What a batch operation writes back for one job. Fields left `None` keep their value.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct JobWrite {
+pub(crate) struct JobWrite<'a> {
     pub id: JobId,
     pub state: JobState,
     pub lost: u32,
     pub not_before: Option<DateTime<Utc>>,
-    pub result: Option<serde_json::Value>,
+    /// JSON text, borrowed from the completion it records.
+    pub result: Option<&'a str>,
     pub failure_class: Option<FailureClass>,
     pub last_error: Option<String>,
     pub attempt_base: Option<Attempt>,
-    pub spec: Option<serde_json::Value>,
+    /// JSON text of a new spec (resubmit).
+    pub spec: Option<String>,
 }
 
-impl JobWrite {
+impl JobWrite<'_> {
     fn new(id: JobId, state: JobState, view: &JobView) -> Self {
         Self {
             id,
@@ -399,10 +410,10 @@ impl JobWrite {
 
 /// Decides a batch of completions. A job completed twice in one batch is accepted once and then
 /// reported as a duplicate, as if the requests had come one by one.
-pub(crate) fn plan_complete(
+pub(crate) fn plan_complete<'a>(
     views: &mut HashMap<JobId, JobView>,
-    requests: &[CompletionRequest],
-) -> (Vec<CompletionReport>, Vec<JobWrite>) {
+    requests: &'a [CompletionRequest],
+) -> (Vec<CompletionReport>, Vec<JobWrite<'a>>) {
     let mut reports = Vec::with_capacity(requests.len());
     let mut writes = Vec::new();
     for request in requests {
@@ -412,7 +423,7 @@ pub(crate) fn plan_complete(
                 let outcome = state::complete(view, request.attempt);
                 if outcome == Completion::Accepted {
                     writes.push(JobWrite {
-                        result: Some(request.result.clone()),
+                        result: Some(request.result.as_str()),
                         ..JobWrite::new(request.job, JobState::Succeeded, view)
                     });
                     view.state = JobState::Succeeded;
@@ -432,7 +443,7 @@ pub(crate) fn plan_fail(
     requests: &[FailureRequest],
     policy: &RetryPolicy,
     now: DateTime<Utc>,
-) -> (Vec<FailureReport>, Vec<JobWrite>) {
+) -> (Vec<FailureReport>, Vec<JobWrite<'static>>) {
     let mut reports = Vec::with_capacity(requests.len());
     let mut writes = Vec::new();
     for request in requests {
@@ -468,7 +479,7 @@ pub(crate) fn plan_fail(
 }
 
 /// Decides what happens to jobs whose leases expired.
-pub(crate) fn plan_reap(expired: &[(JobId, JobView)], policy: &RetryPolicy) -> (Vec<ReapedJob>, Vec<JobWrite>) {
+pub(crate) fn plan_reap(expired: &[(JobId, JobView)], policy: &RetryPolicy) -> (Vec<ReapedJob>, Vec<JobWrite<'static>>) {
     let mut reaped = Vec::with_capacity(expired.len());
     let mut writes = Vec::with_capacity(expired.len());
     for (id, view) in expired {
@@ -496,7 +507,7 @@ pub(crate) fn plan_resubmit(
     views: &mut HashMap<JobId, JobView>,
     requests: &[Resubmission],
     now: DateTime<Utc>,
-) -> (Vec<ResubmitReport>, Vec<JobWrite>) {
+) -> (Vec<ResubmitReport>, Vec<JobWrite<'static>>) {
     let mut reports = Vec::with_capacity(requests.len());
     let mut writes = Vec::new();
     for request in requests {
@@ -509,7 +520,7 @@ pub(crate) fn plan_resubmit(
                         lost: 0,
                         not_before: Some(now),
                         attempt_base: Some(attempt_base),
-                        spec: Some(request.spec.clone()),
+                        spec: Some(request.spec.to_string()),
                         ..JobWrite::new(request.job, JobState::Queued, view)
                     });
                     view.state = JobState::Queued;
@@ -654,8 +665,9 @@ mod tests {
             holder: Some("w".into()),
         };
         let mut views = HashMap::from([(JobId(7), view)]);
-        let request = CompletionRequest { job: JobId(7), attempt: Attempt(1), result: serde_json::json!({"k": 1}) };
-        let (reports, writes) = plan_complete(&mut views, &[request.clone(), request]);
+        let request = CompletionRequest { job: JobId(7), attempt: Attempt(1), result: r#"{"k":1}"#.to_string() };
+        let requests = [request.clone(), request];
+        let (reports, writes) = plan_complete(&mut views, &requests);
         let outcomes: Vec<_> = reports.iter().map(|report| report.outcome).collect();
         assert_eq!(outcomes, [Completion::Accepted, Completion::Duplicate]);
         assert_eq!(writes.len(), 1);

@@ -8,7 +8,7 @@ use super::{
 };
 use super::{
     JobAttempt, JobFilter, JobRecord, JobWrite, parse_failure_class, LeaseRequest, LeasedJob, NewRun, Result, RunAction, RunInfo, RunState, RunStatus, Store,
-    SucceededJob, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
+    SucceededJob, SucceededStream, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
     run_transition, shard_statuses, validate_new_run,
 };
 use crate::error::{StoreError, redact_url};
@@ -16,6 +16,7 @@ use crate::retry::RetryPolicy;
 use crate::state::{JobView, StateCounts};
 use acufarm_core::{Attempt, JobId, RunId, ShardId};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 use std::cmp::Reverse;
@@ -27,6 +28,7 @@ const HEARTBEAT: &str = include_str!("sql/postgres/heartbeat.sql");
 const LOCK_JOBS: &str = include_str!("sql/postgres/lock_jobs.sql");
 const LOCK_EXPIRED: &str = include_str!("sql/postgres/lock_expired.sql");
 const WRITE_JOBS: &str = include_str!("sql/postgres/write_jobs.sql");
+const WRITE_SPECS: &str = include_str!("sql/postgres/write_specs.sql");
 const INSERT_SHARDS: &str = include_str!("sql/postgres/insert_shards.sql");
 const INSERT_JOBS: &str = include_str!("sql/postgres/insert_jobs.sql");
 const CANCEL_JOBS: &str = include_str!("sql/postgres/cancel_jobs.sql");
@@ -164,28 +166,35 @@ async fn lock_jobs(
 /// Writes a batch of decisions in one statement.
 async fn write_jobs(
     tx: &mut Transaction<'_, Postgres>,
-    writes: &[JobWrite],
+    writes: &[JobWrite<'_>],
     now: DateTime<Utc>,
     operation: &'static str,
 ) -> Result<()> {
     if writes.is_empty() {
         return Ok(());
     }
-    let json = |value: &Option<serde_json::Value>| value.as_ref().map(serde_json::Value::to_string);
     sqlx::query(WRITE_JOBS)
         .bind(writes.iter().map(|write| write.id.0).collect::<Vec<_>>())
         .bind(writes.iter().map(|write| write.state.as_str()).collect::<Vec<_>>())
         .bind(writes.iter().map(|write| write.lost as i32).collect::<Vec<_>>())
         .bind(writes.iter().map(|write| write.not_before).collect::<Vec<_>>())
-        .bind(writes.iter().map(|write| json(&write.result)).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| write.result).collect::<Vec<_>>())
         .bind(writes.iter().map(|write| write.failure_class.map(|class| class.as_str())).collect::<Vec<_>>())
         .bind(writes.iter().map(|write| write.last_error.clone()).collect::<Vec<_>>())
         .bind(writes.iter().map(|write| write.attempt_base.map(|attempt| attempt.0)).collect::<Vec<_>>())
-        .bind(writes.iter().map(|write| json(&write.spec)).collect::<Vec<_>>())
         .bind(now)
         .execute(&mut **tx)
         .await
         .map_err(StoreError::db(operation))?;
+    let specs: Vec<(i64, &str)> = writes.iter().filter_map(|write| Some((write.id.0, write.spec.as_deref()?))).collect();
+    if !specs.is_empty() {
+        sqlx::query(WRITE_SPECS)
+            .bind(specs.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(specs.iter().map(|(_, spec)| *spec).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(operation))?;
+    }
     Ok(())
 }
 
@@ -252,6 +261,11 @@ impl Store for PgStore {
             .await
             .map_err(StoreError::db(OPERATION))?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        // Fresh statistics for the claim and the status queries: a big insert changes the jobs
+        // table's shape at once, and autovacuum may be off or minutes away.
+        if let Err(error) = sqlx::query("ANALYZE jobs").execute(&self.pool).await {
+            tracing::warn!("cannot analyze the jobs table after creating run {run_id}: {error}");
+        }
         tracing::info!(run_id, name = %run.name, shards = run.shards.len(), jobs = run.jobs.len(), "run created");
         Ok(RunId(run_id))
     }
@@ -419,22 +433,21 @@ impl Store for PgStore {
         self.change_run(run, RunAction::Resume, now).await
     }
 
-    async fn succeeded_jobs(&self, run: RunId) -> Result<Vec<SucceededJob>> {
-        const OPERATION: &str = "listing succeeded jobs";
+    async fn succeeded_jobs(&self, run: RunId) -> Result<SucceededStream<'_>> {
         self.run_info(run).await?;
-        let rows =
-            sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch_all(&self.pool).await.map_err(StoreError::db(OPERATION))?;
-        rows.iter()
+        let rows = sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch(&self.pool);
+        Ok(rows
             .map(|row| {
+                let row = row.map_err(StoreError::db("listing succeeded jobs"))?;
                 Ok(SucceededJob {
-                    job: JobId(column(row, "id")?),
-                    shard_key: column(row, "shard_key")?,
-                    sample_id: column(row, "sample_id")?,
-                    attempt: Attempt(column(row, "attempt")?),
-                    result: column(row, "result")?,
+                    job: JobId(column(&row, "id")?),
+                    shard_key: column(&row, "shard_key")?,
+                    sample_id: column(&row, "sample_id")?,
+                    attempt: Attempt(column(&row, "attempt")?),
+                    result: column(&row, "result")?,
                 })
             })
-            .collect()
+            .boxed())
     }
 
     async fn run(&self, run: RunId) -> Result<RunInfo> {

@@ -7,7 +7,7 @@ use super::{
     CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite,
     LeaseRequest, LeasedJob, parse_failure_class,
     NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store,
-    SucceededJob, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
+    SucceededJob, SucceededStream, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
     run_transition, shard_statuses, validate_new_run,
 };
 use crate::error::StoreError;
@@ -15,6 +15,7 @@ use crate::retry::RetryPolicy;
 use crate::state::{JobView, StateCounts};
 use acufarm_core::{Attempt, JobId, RunId, ShardId};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -51,10 +52,6 @@ fn parse_timestamp(text: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
         .map_err(|error| StoreError::Corrupt { detail: format!("timestamp `{text}`: {error}") })
-}
-
-fn parse_json(text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|error| StoreError::Corrupt { detail: format!("stored JSON: {error}") })
 }
 
 /// Ids as a JSON array, the one parameter `json_each` expands into a set.
@@ -170,7 +167,7 @@ async fn load_jobs(
 /// statements are in-process calls, so there is no round trip to save).
 async fn write_jobs(
     tx: &mut Transaction<'_, Sqlite>,
-    writes: &[JobWrite],
+    writes: &[JobWrite<'_>],
     now: DateTime<Utc>,
     operation: &'static str,
 ) -> Result<()> {
@@ -181,11 +178,11 @@ async fn write_jobs(
             .bind(write.state.as_str())
             .bind(i64::from(write.lost))
             .bind(write.not_before.map(timestamp))
-            .bind(write.result.as_ref().map(serde_json::Value::to_string))
+            .bind(write.result)
             .bind(write.failure_class.map(|class| class.as_str()))
             .bind(write.last_error.clone())
             .bind(write.attempt_base.map(|attempt| attempt.0))
-            .bind(write.spec.as_ref().map(serde_json::Value::to_string))
+            .bind(write.spec.as_deref())
             .bind(&now)
             .execute(&mut **tx)
             .await
@@ -298,7 +295,7 @@ impl Store for SqliteStore {
                 shard: ShardId(column(row, "shard_id")?),
                 attempt: Attempt(column(row, "attempt")?),
                 sample_id: column(row, "sample_id")?,
-                spec: parse_json(&column::<_, String>(row, "spec")?)?,
+                spec: column(row, "spec")?,
                 lease_expires_at: expires,
             };
             leased.insert(job.job.0, job);
@@ -430,22 +427,21 @@ impl Store for SqliteStore {
         self.change_run(run, RunAction::Resume, now).await
     }
 
-    async fn succeeded_jobs(&self, run: RunId) -> Result<Vec<SucceededJob>> {
-        const OPERATION: &str = "listing succeeded jobs";
+    async fn succeeded_jobs(&self, run: RunId) -> Result<SucceededStream<'_>> {
         self.run_info(run).await?;
-        let rows =
-            sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch_all(&self.pool).await.map_err(StoreError::db(OPERATION))?;
-        rows.iter()
+        let rows = sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch(&self.pool);
+        Ok(rows
             .map(|row| {
+                let row = row.map_err(StoreError::db("listing succeeded jobs"))?;
                 Ok(SucceededJob {
-                    job: JobId(column(row, "id")?),
-                    shard_key: column(row, "shard_key")?,
-                    sample_id: column(row, "sample_id")?,
-                    attempt: Attempt(column(row, "attempt")?),
-                    result: parse_json(&column::<_, String>(row, "result")?)?,
+                    job: JobId(column(&row, "id")?),
+                    shard_key: column(&row, "shard_key")?,
+                    sample_id: column(&row, "sample_id")?,
+                    attempt: Attempt(column(&row, "attempt")?),
+                    result: column(&row, "result")?,
                 })
             })
-            .collect()
+            .boxed())
     }
 
     async fn run(&self, run: RunId) -> Result<RunInfo> {
@@ -515,7 +511,7 @@ fn record_from_row(row: &SqliteRow) -> Result<JobRecord> {
         state: parse_job_state(&column::<_, String>(row, "state")?)?,
         attempt: Attempt(column(row, "attempt")?),
         leased_by: column(row, "leased_by")?,
-        spec: parse_json(&column::<_, String>(row, "spec")?)?,
+        spec: column(row, "spec")?,
         failure_class: parse_failure_class(column(row, "failure_class")?)?,
         last_error: column(row, "last_error")?,
     })

@@ -11,10 +11,13 @@ WITH picked AS (
     CROSS JOIN LATERAL (
         SELECT jobs.id
         FROM jobs
-        WHERE jobs.run_id = runs.id
+        -- The range (not `=`) and the ORDER BY both name the index's columns, so the planner
+        -- walks jobs_queued_by_run in order whatever the statistics say (none right after a big
+        -- insert; stale ones make an `=` plan walk the primary key past every finished job).
+        WHERE jobs.run_id >= runs.id AND jobs.run_id <= runs.id
           AND jobs.state = 'queued'
           AND jobs.not_before <= $4
-        ORDER BY jobs.id
+        ORDER BY jobs.run_id, jobs.id
         LIMIT $3
         FOR UPDATE SKIP LOCKED
     ) AS candidate
@@ -30,5 +33,6 @@ SET state = 'leased',
     lease_expires_at = $5,
     updated_at = $4
 FROM picked
+JOIN job_specs ON job_specs.job_id = picked.id
 WHERE jobs.id = picked.id
-RETURNING jobs.id, jobs.run_id, jobs.shard_id, jobs.attempt, jobs.sample_id, jobs.spec, picked.priority
+RETURNING jobs.id, jobs.run_id, jobs.shard_id, jobs.attempt, jobs.sample_id, job_specs.spec::text AS spec, picked.priority
