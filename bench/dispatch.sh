@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coordinator dispatch benchmark: the real coordinator (in-process, PostgreSQL with durable
 # commits, loopback gRPC) drained by simulated workers that lease, stage a few bytes per job and
-# complete in batches. Runs 10k, 100k and 1M jobs, each in a fresh scratch database.
+# complete in batches. Runs 10k, 100k and 1M jobs, each in a fresh scratch database, after an
+# unreported 5,000-job warm-up drain (--warmup).
 # Usage: bench/dispatch.sh [extra dispatch-bench flags]
 #   env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), WORKERS (8),
 #        BATCH (256), JOBS (10000,100000,1000000), STORAGE_DIR (/dev/shm when present, else the

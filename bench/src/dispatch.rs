@@ -38,7 +38,7 @@ const STAGED_BYTES: &[u8] = b"acufarm dispatch bench\n";
 /// Staging uploads a simulated worker has in flight at once.
 const STAGE_CONCURRENCY: usize = 8;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(about = "Coordinator dispatch throughput over loopback gRPC and PostgreSQL (benchmark harness)")]
 struct Args {
     /// Job counts to run, each in a fresh database: repeat the flag or give a list (10000,100000).
@@ -88,6 +88,10 @@ struct Args {
     /// Keep the scratch database (for inspection) instead of dropping it.
     #[arg(long)]
     keep_db: bool,
+    /// Drain this many jobs first, unreported, so the measured sizes run in a warm process (as a
+    /// long-running coordinator is); 0: none.
+    #[arg(long, default_value_t = 5_000)]
+    warmup: u64,
 }
 
 /// Latency samples in microseconds (lease: only calls that returned jobs; empty ones are counted).
@@ -560,6 +564,14 @@ async fn main_async(mut args: Args) -> anyhow::Result<()> {
         "{:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
         "jobs", "insert_s", "drain_s", "jobs/s", "lease50", "lease99", "compl50", "compl99", "stage99", "manifest", "cpu_proc", "cpu_pg", "cpu_other"
     );
+    if args.warmup > 0 {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))).execute(&mut admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await?;
+        let warm = run_size(&Args { manifest: false, progress: 0, keep_db: false, ..args.clone() }, args.warmup, &db_name).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))).execute(&mut admin).await?;
+        let warm = warm.context("the warm-up run")?;
+        println!("# warm-up (not reported below): {} jobs drained at {:.0} jobs/s", warm.jobs, warm.jobs as f64 / warm.drain_s);
+    }
     let mut failure = None;
     for &jobs in &args.jobs {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))).execute(&mut admin).await?;
