@@ -2,5 +2,6 @@
 //! the embedded mode (`executor`), and the agent that pulls jobs from coordinators (`agent`).
 
 pub mod agent;
+pub mod drift;
 pub mod executor;
 pub mod pipeline;
