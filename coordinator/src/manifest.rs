@@ -45,6 +45,10 @@ struct Output {
 }
 
 impl Output {
+    fn open(storage: &Storage, rel: &str) -> Result<Self, StorageError> {
+        Ok(Self { writer: storage.writer(rel)?, pending: String::new() })
+    }
+
     async fn line(&mut self, line: &str) -> Result<(), StorageError> {
         self.pending.push_str(line);
         self.pending.push('\n');
@@ -86,7 +90,7 @@ impl Files {
 /// replicas) gives the same files, and each file is replaced whole. Rows stream from the store in
 /// output-path order and are uploaded as they come, so memory stays flat for any run size.
 pub async fn write<S: Store>(store: &S, run: RunId, run_name: &str, output: &Storage) -> Result<usize, ManifestError> {
-    let mut files = Files { manifest: Output { writer: output.writer(manifest::MANIFEST)?, pending: String::new() }, metadata: BTreeMap::new() };
+    let mut files = Files { manifest: Output::open(output, manifest::MANIFEST)?, metadata: BTreeMap::new() };
     match write_rows(store, run, output, &mut files).await {
         Ok(totals) => {
             let status = store.run_status(run).await?;
@@ -136,8 +140,8 @@ async fn write_rows<S: Store>(store: &S, run: RunId, output: &Storage, files: &m
             let file = match files.metadata.entry(folder) {
                 std::collections::btree_map::Entry::Occupied(file) => file.into_mut(),
                 std::collections::btree_map::Entry::Vacant(slot) => {
-                    let writer = output.writer(&format!("{}{}", slot.key(), manifest::METADATA))?;
-                    slot.insert(Output { writer, pending: String::new() })
+                    let file = Output::open(output, &format!("{}{}", slot.key(), manifest::METADATA))?;
+                    slot.insert(file)
                 }
             };
             file.line(&serde_json::to_string(&meta).expect("a metadata row serializes")).await?;

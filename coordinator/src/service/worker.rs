@@ -204,10 +204,7 @@ impl<S: Store> Worker for WorkerService<S> {
                 answers[index] = Some(outcome(kind, job, attempt, detail));
                 continue;
             };
-            let run = match to_commit.get(&record.run) {
-                Some((run, _)) => run.clone(),
-                None => self.0.run_context(record.run).await?,
-            };
+            let run = self.0.run_context(record.run).await?;
             let expected_key = Storage::staging_key(&run.name, job.0, attempt.0);
             let refused = match serde_json::from_str::<JobSpec>(&record.spec) {
                 Err(error) => (FailureClass::Permanent, format!("the job spec cannot be read ({error}); resubmit the run")),

@@ -105,6 +105,24 @@ where
     row.try_get(name).map_err(StoreError::db("reading query results"))
 }
 
+/// A row of `succeeded_jobs.sql` (the same columns on both backends).
+pub(crate) fn succeeded_from_row<'r, R>(row: &'r R) -> Result<SucceededJob>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(SucceededJob {
+        job: JobId(column(row, "id")?),
+        shard_key: column(row, "shard_key")?,
+        sample_id: column(row, "sample_id")?,
+        attempt: Attempt(column(row, "attempt")?),
+        result: column(row, "result")?,
+    })
+}
+
 /// Converts a lease or backoff length; lengths beyond chrono's range (centuries) are clamped.
 pub(crate) fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)

@@ -7,7 +7,7 @@ use super::{
     CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite,
     LeaseRequest, LeasedJob, parse_failure_class,
     NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store,
-    SucceededJob, SucceededStream, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
+    SucceededStream, succeeded_from_row, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
     run_transition, shard_statuses, validate_new_run,
 };
 use crate::error::StoreError;
@@ -431,16 +431,7 @@ impl Store for SqliteStore {
         self.run_info(run).await?;
         let rows = sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch(&self.pool);
         Ok(rows
-            .map(|row| {
-                let row = row.map_err(StoreError::db("listing succeeded jobs"))?;
-                Ok(SucceededJob {
-                    job: JobId(column(&row, "id")?),
-                    shard_key: column(&row, "shard_key")?,
-                    sample_id: column(&row, "sample_id")?,
-                    attempt: Attempt(column(&row, "attempt")?),
-                    result: column(&row, "result")?,
-                })
-            })
+            .map(|row| succeeded_from_row(&row.map_err(StoreError::db("listing succeeded jobs"))?))
             .boxed())
     }
 
