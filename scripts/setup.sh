@@ -3,6 +3,7 @@
 #
 #   scripts/setup.sh runtime   ONNX Runtime 1.31.1 library (from the PyPI wheel) -> $ACUFARM_HOME/onnxruntime
 #   scripts/setup.sh dev       runtime + Python venv for the exporter, reference tests and benchmarks,
+#                              a MediaPipe venv for the landmark-drift agreement tests,
 #                              cargo-nextest, PostgreSQL and Redis running
 #
 # ACUFARM_HOME defaults to ~/.cache/acufarm.
@@ -63,6 +64,20 @@ install_python_env() {
   touch "$venv/.acufarm-$stamp"
 }
 
+install_mediapipe_env() {
+  # MediaPipe's own Face Mesh, for the agreement tests of the Rust landmark-drift check.
+  local venv="$HOME_DIR/mediapipe" stamp
+  stamp=$(sha256sum < "$REPO/scripts/requirements-mediapipe.txt" | cut -c1-16)
+  if [ -f "$venv/.acufarm-$stamp" ]; then return 0; fi
+  ensure_python
+  say "creating the MediaPipe environment in $venv (mediapipe 0.10.21 and scikit-image, about 1 GB)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -r "$REPO/scripts/requirements-mediapipe.txt"
+  rm -f "$venv"/.acufarm-*
+  touch "$venv/.acufarm-$stamp"
+}
+
 install_nextest() {
   command -v cargo-nextest >/dev/null && return 0
   say "installing cargo-nextest"
@@ -87,6 +102,6 @@ start_services() {
 
 case "${1:-runtime}" in
   runtime) install_runtime ;;
-  dev) install_runtime; install_python_env; install_nextest; start_services ;;
+  dev) install_runtime; install_python_env; install_mediapipe_env; install_nextest; start_services ;;
   *) say "usage: scripts/setup.sh [runtime|dev]"; exit 2 ;;
 esac

@@ -162,6 +162,7 @@ fn job_spec(i: u64) -> JobSpec {
         seed: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         scene: None,
         params: JobParams::default(),
+        qa: None,
     }
 }
 
@@ -356,6 +357,7 @@ async fn simulated_worker(
                 source_sha256: "1".repeat(64),
                 timings: [("upload".to_string(), 0.0)].into_iter().collect(),
                 execution_provider: "none".into(),
+                qa_json: String::new(),
             });
         }
         stats.storage.push(staging_started.elapsed());

@@ -26,6 +26,10 @@ enum Command {
     Augment(cmd::augment::Args),
     /// Print the sigmas and UNet timesteps a sampler would walk.
     Schedule(cmd::schedule::Args),
+    /// Measure landmark drift between original and augmented images (DESIGN §8 report).
+    Drift(cmd::drift::DriftArgs),
+    /// Print the 8 drift points (or the whole Face Mesh) MediaPipe's models find on images.
+    Landmarks(cmd::drift::LandmarksArgs),
     /// Re-hash a run's outputs against its manifest and report every difference.
     Verify(cmd::verify::Args),
     /// Run a GPU worker that pulls jobs from one or more coordinators.
@@ -56,6 +60,8 @@ fn main() -> ExitCode {
         Command::Run(args) => embedded::run(args),
         Command::Augment(args) => cmd::augment::run(args),
         Command::Schedule(args) => cmd::schedule::run(args),
+        Command::Drift(args) => cmd::drift::drift(args),
+        Command::Landmarks(args) => cmd::drift::landmarks(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Worker(args) => cmd::worker::run(args),
         Command::Coordinator(args) => cmd::coordinator::run(args),

@@ -26,6 +26,7 @@ fn row(path: &str, bytes: &[u8], label: Option<(&str, &[u8])>) -> ManifestRow {
         worker: "w1".into(),
         execution_provider: "cpu".into(),
         attempt: 1,
+        qa: Vec::new(),
         timings: Default::default(),
     }
 }

@@ -3,7 +3,8 @@
 
 use crate::Store;
 use acufarm_core::manifest::{self, ManifestRow, MetadataRow, SummaryTotals};
-use acufarm_core::RunId;
+use crate::store::JobFilter;
+use acufarm_core::{JobState, RunId};
 use acufarm_storage::{ObjectWriter, Storage, StorageError};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -93,10 +94,14 @@ pub async fn write<S: Store>(store: &S, run: RunId, run_name: &str, output: &Sto
     let mut files = Files { manifest: Output::open(output, manifest::MANIFEST)?, metadata: BTreeMap::new() };
     match write_rows(store, run, output, &mut files).await {
         Ok(totals) => {
-            let status = store.run_status(run).await?;
-            let failures = BTreeMap::from([("failed".to_string(), status.counts.failed as usize)]);
+            // Failures by class (retryable, permanent, qa): failed jobs are few, so read them.
+            let failed = store.run_jobs(run, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: None }).await?;
+            let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+            for job in &failed {
+                *failures.entry(job.failure_class.map_or("unknown", |c| c.as_str()).to_string()).or_default() += 1;
+            }
             let rows = totals.outputs();
-            let summary = totals.finish(run_name, failures.into_iter().filter(|(_, n)| *n > 0).collect());
+            let summary = totals.finish(run_name, failures);
             files.manifest.finish().await?;
             for (_, metadata) in files.metadata {
                 metadata.finish().await?;

@@ -3,6 +3,7 @@
 
 use crate::store::{JobRecord, NewJob, NewRun, Resubmission};
 use acufarm_core::manifest::{BundleRef, FileRef, ManifestRow};
+use acufarm_core::qa::QaRecord;
 use acufarm_core::resolve::Resolution;
 use acufarm_core::{JobSpec, ResolveError, RunSpec};
 use acufarm_storage::{Storage, StorageError};
@@ -101,6 +102,8 @@ pub struct StagedOutput {
     pub sha256: String,
     pub source_sha256: String,
     pub timings: BTreeMap<String, f64>,
+    /// The QA gate's checks, one per rendered qa_try; the last one is the committed output's.
+    pub qa: Vec<QaRecord>,
 }
 
 /// Who produced an output, for its manifest row.
@@ -167,6 +170,10 @@ async fn finish_commit(input: &Storage, output: &Storage, commit: Commit<'_>, mo
 }
 
 fn manifest_row(job: &JobSpec, staged: StagedOutput, producer: Producer<'_>, annotation: Option<FileRef>) -> ManifestRow {
+    // An output that passed QA on a re-generation was rendered with that try's seed and draws.
+    let k = staged.qa.last().map_or(0, |r| r.qa_try.saturating_sub(job.qa_try));
+    let retried = if k > 0 { job.with_qa_retry(k as usize) } else { None };
+    let job = retried.as_ref().unwrap_or(job);
     ManifestRow {
         run: producer.run.to_string(),
         shard: job.shard.clone(),
@@ -187,5 +194,6 @@ fn manifest_row(job: &JobSpec, staged: StagedOutput, producer: Producer<'_>, ann
         execution_provider: producer.execution_provider.to_string(),
         attempt: producer.attempt,
         timings: staged.timings,
+        qa: staged.qa,
     }
 }

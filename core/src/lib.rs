@@ -4,6 +4,7 @@
 pub mod job;
 pub mod manifest;
 pub mod prompt;
+pub mod qa;
 pub mod resolve;
 pub mod sample_id;
 pub mod seeds;

@@ -49,6 +49,10 @@ pub struct ManifestRow {
     pub attempt: i32,
     /// Seconds per stage (e.g. `download`, `render`, `upload`, and per graph inside ONNX Runtime).
     pub timings: BTreeMap<String, f64>,
+    /// The landmark-drift QA gate's check of every rendered try (runs with `[qa]` only); the last
+    /// one is this output's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qa: Vec<crate::qa::QaRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +116,9 @@ pub struct Summary {
     pub seconds_total: f64,
     /// Mean seconds per stage over all outputs.
     pub seconds_mean: BTreeMap<String, f64>,
+    /// The landmark-drift QA gate (runs with `[qa]` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<crate::qa::QaSummary>,
 }
 
 /// A [`Summary`] built one row at a time (the manifest writer streams rows).
@@ -120,6 +127,7 @@ pub struct SummaryTotals {
     outputs: usize,
     seconds: BTreeMap<String, f64>,
     shards: std::collections::BTreeSet<String>,
+    qa: crate::qa::QaTotals,
 }
 
 impl SummaryTotals {
@@ -138,6 +146,7 @@ impl SummaryTotals {
                 }
             }
         }
+        self.qa.add(&row.qa);
         if !self.shards.contains(&row.shard) {
             self.shards.insert(row.shard.clone());
         }
@@ -153,6 +162,7 @@ impl SummaryTotals {
             shards: self.shards.len(),
             seconds_total: self.seconds.values().sum(),
             seconds_mean: self.seconds.into_iter().map(|(k, v)| (k, v / n)).collect(),
+            qa: self.qa.finish(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (DESIGN §3 step 1). Pure: the caller lists files; nothing here touches storage.
 
 use crate::prompt::PromptCategory;
+use crate::qa::{QaAlternate, QaPlan};
 use crate::sample_id::{Gender, IdGrammar, IdGrammarError, SampleId};
 use crate::seeds::SeedKey;
 use crate::spec::{Param, RunSpec, ShardGrouping};
@@ -80,6 +81,22 @@ pub struct JobSpec {
     pub seed: u64,
     pub scene: Option<SceneChoice>,
     pub params: JobParams,
+    /// The QA gate this job runs (`[qa]` in the spec), with its re-generations resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<QaPlan>,
+}
+
+impl JobSpec {
+    /// This job as rendered with retry `k` (1-based) of its QA plan.
+    pub fn with_qa_retry(&self, k: usize) -> Option<JobSpec> {
+        let alt = self.qa.as_ref()?.retries.get(k.checked_sub(1)?)?;
+        let mut job = self.clone();
+        job.qa_try = alt.qa_try;
+        job.seed = alt.seed;
+        job.scene = alt.scene.clone();
+        job.params = alt.params.clone();
+        Some(job)
+    }
 }
 
 /// Why one file yields no job; each becomes a permanent, clearly worded failure.
@@ -170,10 +187,7 @@ pub fn resolve_job(spec: &RunSpec, grammar: &IdGrammar, rel_path: &str, variant:
     let key = SeedKey { run_seed: spec.run.seed, sample_id: &sample_id, variant, qa_try };
     let prompt_set = PromptCategory::for_sample(&id, &spec.sample_id.bald_hair);
     let prompts = spec.prompts.get(prompt_set);
-    let scene = (!spec.scenes.images.is_empty()).then(|| {
-        let index = key.scene(spec.scenes.images.len());
-        SceneChoice { index, path: spec.scenes.images[index].clone() }
-    });
+    let scene = scene_for(spec, &key);
     let dataset = spec.dataset.as_ref();
     let label = dataset.and_then(|d| d.label_template.as_deref()).map(|t| fill(t, rel_path, &id));
     let depth = dataset.and_then(|d| d.depth_template.as_deref()).map(|t| fill(t, rel_path, &id));
@@ -196,7 +210,23 @@ pub fn resolve_job(spec: &RunSpec, grammar: &IdGrammar, rel_path: &str, variant:
         seed: key.noise(),
         scene,
         params: job_params(spec, &key),
+        qa: spec.qa.as_ref().map(|qa| QaPlan {
+            limits: qa.limits(),
+            retries: (1..=qa.max_retries)
+                .map(|k| {
+                    let key = SeedKey { qa_try: qa_try + k, ..key };
+                    QaAlternate { qa_try: key.qa_try, seed: key.noise(), scene: scene_for(spec, &key), params: job_params(spec, &key) }
+                })
+                .collect(),
+        }),
         sample_id,
+    })
+}
+
+fn scene_for(spec: &RunSpec, key: &SeedKey) -> Option<SceneChoice> {
+    (!spec.scenes.images.is_empty()).then(|| {
+        let index = key.scene(spec.scenes.images.len());
+        SceneChoice { index, path: spec.scenes.images[index].clone() }
     })
 }
 
@@ -270,6 +300,27 @@ mod tests {
             }
         }
         files
+    }
+
+    #[test]
+    fn a_qa_plan_holds_the_jobs_of_the_next_tries() {
+        let text = format!("{}\n[qa]\nmax_drift_px = 10.0\nmax_retries = 2\n", include_str!("../../examples/acusim.toml"));
+        let spec = RunSpec::parse(&text, Path::new("x.toml")).unwrap();
+        let grammar = spec.grammar().unwrap();
+        let path = "train/image/img_512/M_Asher_N_HD_0017.png";
+        let job = resolve_job(&spec, &grammar, path, 0, 0).unwrap();
+        let plan = job.qa.as_ref().unwrap();
+        assert_eq!(plan.limits.max_drift_px, Some(10.0));
+        assert_eq!(plan.retries.iter().map(|r| r.qa_try).collect::<Vec<_>>(), [1, 2]);
+        for k in 1..=2u32 {
+            // Try k of the plan is exactly the job resolved with qa_try = k (cfg is a drawn range).
+            let direct = resolve_job(&spec, &grammar, path, 0, k).unwrap();
+            let retried = job.with_qa_retry(k as usize).unwrap();
+            assert_eq!((retried.qa_try, retried.seed, &retried.params, &retried.scene), (k, direct.seed, &direct.params, &direct.scene));
+            assert_ne!(retried.seed, job.seed);
+        }
+        assert!(job.with_qa_retry(0).is_none() && job.with_qa_retry(3).is_none());
+        assert!(resolve_job(&example(), &grammar, path, 0, 0).unwrap().qa.is_none());
     }
 
     #[test]

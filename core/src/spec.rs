@@ -40,6 +40,8 @@ pub struct RunSpec {
     pub shards: ShardsSection,
     #[serde(default)]
     pub retry: RetrySection,
+    /// The landmark-drift QA gate; absent = outputs are not measured.
+    pub qa: Option<crate::qa::QaSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +268,9 @@ impl RunSpec {
         if spec.retry.max_attempts == 0 {
             return Err(invalid("`retry.max_attempts` must be at least 1".into()));
         }
+        if let Some(qa) = &spec.qa {
+            qa.validate().map_err(invalid)?;
+        }
         crate::views::ViewFilter::parse(&spec.filters.views).map_err(|e| invalid(e.to_string()))?;
         spec.grammar()?;
         Ok(spec)
@@ -292,6 +297,18 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = include_str!("../../examples/acusim.toml");
+
+    #[test]
+    fn the_example_qa_section_parses_and_bad_limits_are_refused() {
+        let uncommented = EXAMPLE.replace("# [qa]", "[qa]").replace("# max_drift_px", "max_drift_px").replace("# max_point_drift_px", "max_point_drift_px").replace("# min_change", "min_change").replace("# max_retries", "max_retries");
+        let spec = RunSpec::parse(&uncommented, Path::new("x.toml")).unwrap();
+        let qa = spec.qa.unwrap();
+        assert_eq!((qa.max_drift_px, qa.max_retries), (Some(12.0), 2));
+        let bad = uncommented.replace("Philtrum = 15.0", "Nose = 15.0");
+        let err = RunSpec::parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(err.contains("unknown point `Nose`"), "{err}");
+        assert!(RunSpec::parse(EXAMPLE, Path::new("x.toml")).unwrap().qa.is_none());
+    }
 
     #[test]
     fn example_spec_parses_and_picks_prompts() {

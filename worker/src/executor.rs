@@ -3,13 +3,16 @@
 //!
 //! Every error is classified where it is born: bad inputs (missing or corrupt image, broken label,
 //! unusable parameters) are permanent; storage hiccups, ONNX Runtime failures and out-of-memory
-//! are retryable.
+//! are retryable. With `[qa]` in the spec every output passes the landmark-drift gate or is
+//! rendered again with its next `qa_try`; one that fails every try is a `qa` failure.
 
+use crate::drift::{self, FaceError, gate::SourceFace};
 use crate::pipeline::conditioning::{self, Background};
 use crate::pipeline::engine::{Pipeline, PipelineError, RenderRequest, SamplerParams, Scene, Strengths};
 use crate::pipeline::image_io::{self, SourceImage};
 use crate::pipeline::schedule::Partial;
 use acufarm_core::manifest::{self, sha256_bytes};
+use acufarm_core::qa::{QaPlan, QaRecord};
 use acufarm_core::{FailureClass, JobSpec};
 use acufarm_storage::{Storage, StorageError};
 use bytes::Bytes;
@@ -69,6 +72,8 @@ pub struct Staged {
     pub sha256: String,
     pub source_sha256: String,
     pub timings: BTreeMap<String, f64>,
+    /// The QA gate's checks, one per rendered qa_try (empty without `[qa]`).
+    pub qa: Vec<acufarm_core::qa::QaRecord>,
 }
 
 /// Scene images decoded once per worker.
@@ -156,6 +161,8 @@ pub struct RenderTiming {
 pub struct RenderedBatch {
     pub images: Vec<image::RgbImage>,
     pub timing: RenderTiming,
+    /// Per job: the QA gate's checks (empty without `[qa]`), or the `qa` failure after every try.
+    pub qa: Vec<Result<Vec<QaRecord>, JobError>>,
 }
 
 /// Renders jobs that share sampler settings and image size in one pipeline call. This is the
@@ -168,11 +175,67 @@ pub fn render(pipeline: &mut Pipeline, params: &SamplerParams, jobs: &[(&JobSpec
     let rendered = pipeline.render(params, &requests)?;
     let n = jobs.len().max(1) as f64;
     let timing = RenderTiming { render_seconds: started.elapsed().as_secs_f64() / n, ort_seconds: (pipeline.timings.total_ort() - ort_before) / n };
-    Ok(RenderedBatch { images: rendered.into_iter().map(|r| r.image).collect(), timing })
+    let mut batch = RenderedBatch { images: rendered.into_iter().map(|r| r.image).collect(), timing, qa: Vec::new() };
+    for (i, (job, fetched)) in jobs.iter().enumerate() {
+        let outcome = match (&job.qa, batch.images.get_mut(i)) {
+            (Some(plan), Some(image)) => gate(pipeline, job, fetched, plan, image)?,
+            _ => Ok(Vec::new()),
+        };
+        batch.qa.push(outcome);
+    }
+    Ok(batch)
+}
+
+fn face_error(e: FaceError) -> PipelineError {
+    PipelineError::Inference { graph: "face mesh (QA gate)", reason: e.to_string() }
+}
+
+/// The QA gate of one job (DESIGN §8): measures `image` against the source; while it fails and
+/// re-generations remain, renders the job again with the next `qa_try` seed and draws, replacing
+/// `image`. Returns every check, or the `qa` failure naming each try's reason.
+fn gate(pipeline: &mut Pipeline, job: &JobSpec, fetched: &Fetched, plan: &QaPlan, image: &mut image::RgbImage) -> Result<Result<Vec<QaRecord>, JobError>, PipelineError> {
+    let source = &fetched.source.rgb;
+    let mesh = pipeline.face_mesh().map_err(face_error)?;
+    let face = SourceFace::new(&mesh.run(source).map_err(face_error)?, source.width(), source.height());
+    let mut records: Vec<QaRecord> = Vec::new();
+    for k in 0..=plan.retries.len() {
+        let current = if k == 0 { job.clone() } else { job.with_qa_retry(k).expect("k within the plan's retries") };
+        if k > 0 {
+            let params = match sampler_params(&current) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut again = render_plain(pipeline, &params, &[(&current, fetched)])?;
+            *image = again.pop().expect("one image per job");
+        }
+        let mesh = pipeline.face_mesh().map_err(face_error)?;
+        let points = mesh.points(image).map_err(face_error)?;
+        let change = drift::gate::change_outside_face(source, image, face.roi.as_ref());
+        let record = drift::gate::judge(&plan.limits, &face, &points, change, current.qa_try, current.seed);
+        let passed = record.passed();
+        if !passed {
+            tracing::info!(sample = %job.sample_id, qa_try = current.qa_try, reason = record.reason.as_deref().unwrap_or(""), "output failed the QA gate");
+        }
+        records.push(record);
+        if passed {
+            return Ok(Ok(records));
+        }
+    }
+    let tries: Vec<String> = records.iter().map(|r| format!("try {} (seed {}): {}", r.qa_try, r.seed, r.reason.as_deref().unwrap_or("failed"))).collect();
+    Ok(Err(JobError {
+        class: FailureClass::Qa,
+        message: format!("{} failed the landmark-drift QA gate on all {} tries: {}; loosen [qa] in the spec or resubmit", job.output, records.len(), tries.join("; ")),
+    }))
+}
+
+/// One pipeline call without the gate.
+fn render_plain(pipeline: &mut Pipeline, params: &SamplerParams, jobs: &[(&JobSpec, &Fetched)]) -> Result<Vec<image::RgbImage>, PipelineError> {
+    let requests: Vec<RenderRequest> = jobs.iter().map(|(job, fetched)| request(job, fetched)).collect();
+    Ok(pipeline.render(params, &requests)?.into_iter().map(|r| r.image).collect())
 }
 
 /// Encodes one rendered image like its source and uploads it to `staging_key` in `output`.
-pub async fn stage(job: &JobSpec, fetched: &Fetched, image: &image::RgbImage, timing: RenderTiming, staging_key: &str, output: &Storage) -> Result<Staged, JobError> {
+pub async fn stage(job: &JobSpec, fetched: &Fetched, image: &image::RgbImage, timing: RenderTiming, qa: Vec<QaRecord>, staging_key: &str, output: &Storage) -> Result<Staged, JobError> {
     let upload_started = Instant::now();
     let bytes = image_io::encode_like(image, &fetched.source).map_err(|e| JobError { class: FailureClass::Retryable, message: format!("cannot encode {}: {e}", job.output) })?;
     let sha256 = sha256_bytes(&bytes);
@@ -183,7 +246,7 @@ pub async fn stage(job: &JobSpec, fetched: &Fetched, image: &image::RgbImage, ti
         ("onnxruntime".to_string(), timing.ort_seconds),
         ("upload".to_string(), upload_started.elapsed().as_secs_f64()),
     ]);
-    Ok(Staged { staging_key: staging_key.to_string(), sha256, source_sha256: fetched.source_sha256.clone(), timings })
+    Ok(Staged { staging_key: staging_key.to_string(), sha256, source_sha256: fetched.source_sha256.clone(), timings, qa })
 }
 
 /// Renders jobs that share sampler settings and image size in one batch, stages each output at
@@ -204,8 +267,11 @@ pub async fn render_and_stage(
         }
     };
     let mut out = Vec::with_capacity(jobs.len());
-    for ((job, fetched, staging_key), image) in jobs.iter().zip(&batch.images) {
-        out.push(stage(job, fetched, image, batch.timing, staging_key, output).await);
+    for (((job, fetched, staging_key), image), qa) in jobs.iter().zip(&batch.images).zip(batch.qa) {
+        out.push(match qa {
+            Ok(records) => stage(job, fetched, image, batch.timing, records, staging_key, output).await,
+            Err(e) => Err(e),
+        });
     }
     out
 }

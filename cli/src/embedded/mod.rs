@@ -279,7 +279,7 @@ async fn commit(
     staged: executor::Staged,
     worker: &str,
 ) -> Result<ManifestRow, executor::JobError> {
-    let staged = StagedOutput { staging_key: staged.staging_key, sha256: staged.sha256, source_sha256: staged.source_sha256, timings: staged.timings };
+    let staged = StagedOutput { staging_key: staged.staging_key, sha256: staged.sha256, source_sha256: staged.source_sha256, timings: staged.timings, qa: staged.qa };
     let producer = Producer { run: &shared.run_name, bundle: shared.bundle.clone(), worker, execution_provider: &shared.execution_provider, attempt: lease.attempt.0 };
     Ok(runs::commit_output(&shared.input, &shared.output, job, &staged, producer).await?)
 }

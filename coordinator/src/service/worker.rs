@@ -234,6 +234,8 @@ impl<S: Store> Worker for WorkerService<S> {
                             sha256: completion.sha256.clone(),
                             source_sha256: completion.source_sha256.clone(),
                             timings: completion.timings.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                            // A malformed report loses only the QA detail, never the output.
+                            qa: if completion.qa_json.is_empty() { Vec::new() } else { serde_json::from_str(&completion.qa_json).unwrap_or_default() },
                         },
                         producer: Producer {
                             run: &run.name,

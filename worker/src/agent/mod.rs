@@ -400,10 +400,11 @@ impl Renderer {
             let (call, result) = self.render(params, call).await?;
             let error = match result {
                 Ok(rendered) => {
-                    let mut images = rendered.images.iter();
+                    let mut images = rendered.images.iter().zip(rendered.qa);
                     for ready in call {
                         let outcome = match images.next() {
-                            Some(image) => executor::stage(&ready.spec, &ready.fetched, image, rendered.timing, &ready.job.staging_key, &ready.output).await,
+                            Some((image, Ok(qa))) => executor::stage(&ready.spec, &ready.fetched, image, rendered.timing, qa, &ready.job.staging_key, &ready.output).await,
+                            Some((_, Err(qa_failure))) => Err(qa_failure),
                             None => Err(JobError { class: FailureClass::Retryable, message: format!("the pipeline returned no image for {}", ready.job.sample_id) }),
                         };
                         match outcome {
@@ -472,6 +473,7 @@ async fn report(ctx: &Ctx, completions: Vec<(Job, Staged)>, failures: Vec<(Job, 
                     source_sha256: staged.source_sha256.clone(),
                     timings: staged.timings.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                     execution_provider: ctx.execution_provider.clone(),
+                    qa_json: if staged.qa.is_empty() { String::new() } else { serde_json::to_string(&staged.qa).unwrap_or_default() },
                 })
                 .collect(),
         };

@@ -175,6 +175,8 @@ pub struct Pipeline {
     scene_cache: HashMap<String, Arc<Vec<f32>>>,
     uncond_tokens: Option<Arc<Vec<f32>>>,
     pub timings: Timings,
+    /// The QA gate's face models, opened on first use with this pipeline's execution providers.
+    face_mesh: Option<crate::drift::FaceMesh>,
 }
 
 /// Borrowed tensor data (shape, values) for one ONNX Runtime input.
@@ -247,11 +249,20 @@ impl Pipeline {
             scene_cache: HashMap::new(),
             uncond_tokens: None,
             timings: Timings::default(),
+            face_mesh: None,
         })
     }
 
     pub fn bundle(&self) -> &Bundle {
         &self.bundle
+    }
+
+    /// The face models of the landmark-drift gate, opened on the first call.
+    pub fn face_mesh(&mut self) -> Result<&mut crate::drift::FaceMesh, crate::drift::FaceError> {
+        if self.face_mesh.is_none() {
+            self.face_mesh = Some(crate::drift::FaceMesh::new(&self.runtime)?);
+        }
+        Ok(self.face_mesh.as_mut().expect("opened above"))
     }
 
     pub fn runtime(&self) -> &Runtime {

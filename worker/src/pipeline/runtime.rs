@@ -205,6 +205,19 @@ impl Runtime {
     /// Opens one graph with the configured providers and options.
     pub fn session(&self, graph: &Path, profile: Option<&TrtProfile>) -> Result<Session, RuntimeError> {
         let session_err = |reason: String| RuntimeError::Session { graph: graph.to_path_buf(), reason };
+        self.builder(graph, profile)?.commit_from_file(graph).map_err(|e| session_err(e.to_string().trim_end_matches('.').to_string()))
+    }
+
+    /// Opens a graph held in memory (the face models compiled into the binary); `name` labels errors.
+    pub fn session_from_memory(&self, name: &str, bytes: &[u8]) -> Result<Session, RuntimeError> {
+        let graph = Path::new(name);
+        self.builder(graph, None)?
+            .commit_from_memory(bytes)
+            .map_err(|e| RuntimeError::Session { graph: graph.to_path_buf(), reason: e.to_string().trim_end_matches('.').to_string() })
+    }
+
+    fn builder(&self, graph: &Path, profile: Option<&TrtProfile>) -> Result<ort::session::builder::SessionBuilder, RuntimeError> {
+        let session_err = |reason: String| RuntimeError::Session { graph: graph.to_path_buf(), reason };
         let mut builder = Session::builder(&self.env)
             .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
@@ -221,7 +234,7 @@ impl Runtime {
                 reason: e.to_string().trim_end_matches('.').to_string(),
             })?;
         }
-        builder.commit_from_file(graph).map_err(|e| session_err(e.to_string().trim_end_matches('.').to_string()))
+        Ok(builder)
     }
 }
 
