@@ -1,8 +1,8 @@
 """Landmark-drift benchmark helpers (run in the MediaPipe venv, $ACUFARM_HOME/mediapipe).
 
     drift_peer.py make DIR PAIRS     writes DIR/orig/NNNN.png and DIR/aug/NNNN.png: 512² views of
-                                     scikit-image's astronaut (moved, scaled) and their relit,
-                                     slightly moved counterparts
+                                     scikit-image's astronaut (zoomed 1-1.5x, cropped) and
+                                     their relit, slightly moved counterparts
     drift_peer.py measure DIR        MediaPipe 0.10.21's own pipeline on the same pairs: decode
                                      both PNGs, run solutions.face_mesh (static image mode,
                                      refinement off) on both; prints JSON with pairs/s
@@ -28,10 +28,13 @@ def make(out: Path, pairs: int) -> None:
     (out / "orig").mkdir(parents=True, exist_ok=True)
     (out / "aug").mkdir(parents=True, exist_ok=True)
     for i in range(pairs):
-        scale = rng.uniform(0.7, 1.0)
+        # Zoomed-in views (the face stays at least ~93 px wide, the 80 px rule never discards).
+        scale = rng.uniform(1.0, 1.5)
         side = int(512 * scale)
-        canvas = Image.new("RGB", (512, 512), tuple(int(v) for v in rng.integers(0, 255, 3)))
-        canvas.paste(face.resize((side, side), Image.Resampling.LANCZOS), tuple(int(v) for v in rng.integers(0, 512 - side + 1, 2)))
+        big = face.resize((side, side), Image.Resampling.LANCZOS)
+        ox = int(rng.integers(0, min(side - 512, int(150 * scale)) + 1))
+        oy = int(rng.integers(0, min(side - 512, int(60 * scale)) + 1))
+        canvas = big.crop((ox, oy, ox + 512, oy + 512))
         a = np.asarray(canvas).astype(np.float32) / 255.0
         dx, dy = (int(v) for v in rng.integers(-4, 5, 2))
         relit = np.clip(np.roll(a, (dy, dx), axis=(0, 1)) ** rng.uniform(0.8, 1.25) * rng.uniform(0.8, 1.2), 0, 1)

@@ -156,11 +156,12 @@ fn each_discard_rule_is_counted_with_its_side() {
     let p = Pairs::new();
     // No face on the augmented side.
     p.put("no_face.png", &face, &gray);
-    // The face shrunk to about a quarter: narrower than 80 px on both sides.
-    let small = on_canvas(&face, 0.3, 180, 180);
+    // The face shrunk to 3/4 (about 69 px wide; the short-range detector still finds it).
+    let small = on_canvas(&face, 0.75, 20, 20);
     p.put("small.png", &small, &small);
-    // The face pushed half out of the frame: found, but most of the 8 points lie outside.
-    p.put("cut.png", &face, &shift(&face, -250, 0));
+    // A face so small (~30 px) that the detector still fires but the landmark model's presence
+    // score is far below 0.5: no point counts as found.
+    p.put("faint.png", &face, &on_canvas(&face, 0.3, 180, 180));
     let (out, report) = p.drift();
     assert!(out.status.success(), "{}", text(&out));
     let status = |name: &str| {
@@ -169,7 +170,7 @@ fn each_discard_rule_is_counted_with_its_side() {
     };
     assert_eq!(status("no_face.png"), ("discarded".into(), "no_face".into(), "augmented".into()));
     assert_eq!(status("small.png"), ("discarded".into(), "small_face".into(), "both".into()), "{}", pair(&report, "small.png"));
-    assert_eq!(status("cut.png"), ("discarded".into(), "few_points".into(), "augmented".into()), "{}", pair(&report, "cut.png"));
+    assert_eq!(status("faint.png"), ("discarded".into(), "few_points".into(), "augmented".into()), "{}", pair(&report, "faint.png"));
     assert_eq!(report["discarded"], 3);
     let md = std::fs::read_to_string(p.path("report/drift.md")).unwrap();
     for line in ["| no face detected | 0 | 1 | 0 |", "| face narrower than 80 px | 0 | 0 | 1 |", "| fewer than 6 of 8 points found on both images | 0 | 1 | 0 |"] {
@@ -236,7 +237,7 @@ fn face_dataset(root: &Path) {
     let labels = root.join("data/train/label/label");
     std::fs::create_dir_all(&images).unwrap();
     std::fs::create_dir_all(&labels).unwrap();
-    let views = [shift(&face, 0, 0), shift(&face, 12, -6), on_canvas(&face, 0.8, 40, 60)];
+    let views = [shift(&face, 0, 0), shift(&face, 12, -6), on_canvas(&face, 0.9, 20, 30)];
     for (i, view) in views.iter().enumerate() {
         let frame = i + 1;
         view.save(images.join(format!("M_Asher_N_HD_{frame:04}.png"))).unwrap();
@@ -280,7 +281,7 @@ fn the_qa_gate_regenerates_then_fails_faces_it_loses_and_passes_faceless_sources
         for t in 0..3 {
             assert!(line.contains(&format!("try {t} (seed ")), "{line}");
         }
-        assert!(line.contains("output: no face detected (the source has one)"), "{line}");
+        assert!(line.contains("output: no face detected while its source's face is measurable"), "{line}");
     }
     assert!(err.contains("1 succeeded, 3 failed"), "{err}");
     // The faceless source passes with its reason; its manifest row records the check.

@@ -157,8 +157,26 @@ pub struct Panel {
     pub max_drift: f32,
 }
 
-/// The worst pairs side by side (3 per row), each scaled to 320 px on its long side, labelled with
-/// its largest drift in pixels.
+/// The square around a panel's points (both sets) with a margin, inside the image: the face, so
+/// drifts of a few pixels stay visible. Returns (x, y, side) in image pixels.
+fn face_window(panel: &Panel) -> (u32, u32, u32) {
+    let (iw, ih) = (panel.image.width() as f32, panel.image.height() as f32);
+    let pts: Vec<[f32; 2]> = panel.original.iter().chain(&panel.augmented).flatten().copied().collect();
+    if pts.is_empty() {
+        return (0, 0, panel.image.width().min(panel.image.height()));
+    }
+    let (mut x0, mut y0, mut x1, mut y1) = (f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for p in &pts {
+        (x0, y0, x1, y1) = (x0.min(p[0]), y0.min(p[1]), x1.max(p[0]), y1.max(p[1]));
+    }
+    let side = ((x1 - x0).max(y1 - y0) * 2.2).max(64.0).min(iw.min(ih));
+    let cx = ((x0 + x1) / 2.0 - side / 2.0).clamp(0.0, iw - side);
+    let cy = ((y0 + y1) / 2.0 - side / 2.0).clamp(0.0, ih - side);
+    (cx as u32, cy as u32, side as u32)
+}
+
+/// The worst pairs side by side (3 per row): each the augmented image's face region scaled to
+/// 320 px, labelled with the pair's largest drift in pixels.
 pub fn overlay(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
     const SIDE: u32 = 320;
     const GAP: u32 = 8;
@@ -167,12 +185,12 @@ pub fn overlay(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
     let mut sheet = RgbImage::from_pixel(cols * (SIDE + GAP) + GAP, rows * (SIDE + GAP) + GAP, WHITE);
     for (k, panel) in panels.iter().enumerate() {
         let (ox, oy) = (GAP + (k as u32 % 3) * (SIDE + GAP), GAP + (k as u32 / 3) * (SIDE + GAP));
-        let (iw, ih) = (panel.image.width(), panel.image.height());
-        let scale = SIDE as f32 / iw.max(ih) as f32;
-        let (sw, sh) = (((iw as f32 * scale).round() as u32).max(1), ((ih as f32 * scale).round() as u32).max(1));
-        let small = image::imageops::resize(&panel.image, sw, sh, FilterType::Triangle);
-        image::imageops::replace(&mut sheet, &small, ox as i64, oy as i64);
-        let at = |p: [f32; 2]| (ox as f32 + p[0] * scale, oy as f32 + p[1] * scale);
+        let (wx, wy, side) = face_window(panel);
+        let window = image::imageops::crop_imm(&panel.image, wx, wy, side.max(1), side.max(1)).to_image();
+        let scale = SIDE as f32 / side.max(1) as f32;
+        let zoomed = image::imageops::resize(&window, SIDE, SIDE, FilterType::Triangle);
+        image::imageops::replace(&mut sheet, &zoomed, ox as i64, oy as i64);
+        let at = |p: [f32; 2]| (ox as f32 + (p[0] - wx as f32) * scale, oy as f32 + (p[1] - wy as f32) * scale);
         for (o, a) in panel.original.iter().zip(&panel.augmented) {
             if let (Some(o), Some(a)) = (o, a) {
                 line(&mut sheet, at(*o), at(*a), Rgb([255, 220, 0]));

@@ -4,7 +4,7 @@
 //! measurable face cannot be judged on drift: the output passes as `unmeasured` with the reason.
 
 use super::face::{FaceResult, Roi};
-use super::points::{self, Outcome, Points, Side};
+use super::points::{self, Outcome, Points};
 use acufarm_core::qa::{DRIFT_POINTS, QaLimits, QaRecord, QaVerdict};
 use image::RgbImage;
 use image::imageops::FilterType;
@@ -77,13 +77,19 @@ pub fn judge(limits: &QaLimits, source: &SourceFace, output: &Points, change: f3
             record.reason = Some(reason);
         }
     };
-    match points::compare(&source.points, output) {
-        Outcome::Discarded { reason, side: Side::Original | Side::Both } => {
+    // The source alone decides whether drift can be measured at all (compared with itself, only
+    // its own discard rules can fire).
+    let outcome = match points::compare(&source.points, &source.points) {
+        Outcome::Discarded { reason, .. } => Err(reason),
+        Outcome::Measured(_) => Ok(points::compare(&source.points, output)),
+    };
+    match outcome {
+        Err(reason) => {
             record.verdict = QaVerdict::Unmeasured;
             record.reason = Some(format!("source: {}", reason.describe()));
         }
-        Outcome::Discarded { reason, side: Side::Augmented } => fail(&mut record, format!("output: {} (the source has one)", reason.describe())),
-        Outcome::Measured(drift) => {
+        Ok(Outcome::Discarded { reason, .. }) => fail(&mut record, format!("output: {} while its source's face is measurable", reason.describe())),
+        Ok(Outcome::Measured(drift)) => {
             for (i, d) in drift.px.iter().enumerate() {
                 if let Some(d) = d {
                     record.drift_px.insert(DRIFT_POINTS[i].to_string(), *d);
@@ -176,11 +182,16 @@ mod tests {
     fn a_lost_face_fails_and_a_faceless_source_passes_unmeasured() {
         let r = judge(&limits(Some(5.0), &[], 1.0), &source(pts(0.0, 8)), &no_face(), 30.0, 0, 7);
         assert_eq!(r.verdict, QaVerdict::Fail);
-        assert_eq!(r.reason.as_deref(), Some("output: no face detected (the source has one)"));
+        assert_eq!(r.reason.as_deref(), Some("output: no face detected while its source's face is measurable"));
         let r = judge(&limits(Some(5.0), &[], 1.0), &source(no_face()), &no_face(), 30.0, 0, 7);
         assert_eq!(r.verdict, QaVerdict::Unmeasured);
         assert_eq!(r.reason.as_deref(), Some("source: no face detected"));
         assert!(r.passed());
+        // A source whose face is too small is unmeasured too, whatever the output shows.
+        let mut small = pts(0.0, 8);
+        small.face_width = Some(60.0);
+        let r = judge(&limits(Some(5.0), &[], 1.0), &source(small), &no_face(), 30.0, 0, 7);
+        assert_eq!((r.verdict, r.reason.as_deref()), (QaVerdict::Unmeasured, Some("source: face narrower than 80 px")));
         // ...but an unchanged output still fails even then.
         let r = judge(&limits(Some(5.0), &[], 1.0), &source(no_face()), &no_face(), 0.0, 0, 7);
         assert_eq!(r.verdict, QaVerdict::Fail);

@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(stats.points[6].px.n, 1);
         // Only the first pair had an inter-ocular distance.
         assert_eq!(stats.points[0].normalized.n, 1);
-        assert_eq!(stats.points[0].normalized.mean, Some(0.05));
+        assert!((stats.points[0].normalized.mean.unwrap() - 0.05).abs() < 1e-7);
         assert_eq!(stats.max_of_points.max, Some(4.0));
     }
 }
