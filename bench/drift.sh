@@ -12,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 "$MP" bench/drift_peer.py make "$work" "$PAIRS"
 ours() {
   target/release/acufarm drift --original "$work/orig" --augmented "$work/aug" --out "$work/report" --threads "$1" 2>&1 >/dev/null \
-    | sed -n 's/^measured \([0-9]*\) pairs in \([0-9.]*\) s.*/{"pairs": \1, "seconds": \2}/p'
+    | sed -n 's/^measured \([0-9]*\) pairs in \([0-9.]*\) s .*per image \([0-9.]*\) ms decoding, \([0-9.]*\) ms face mesh.*/{"pairs": \1, "seconds": \2, "decode_ms": \3, "mesh_ms": \4}/p'
 }
 one=$(ours 1)
 all=$(ours "$(nproc)")
@@ -28,5 +28,8 @@ print("|---|---|---|---|")
 for name, r in [("acufarm drift, 1 thread", one), (f"acufarm drift, {cores} threads", allc)]:
     print(f"| {name} | {r['pairs']} | {rate(r):.1f} | {1000 * r['seconds'] / (2 * r['pairs']):.2f} |")
 print(f"| {peer['peer']} | {peer['pairs']} | {peer['pairs_per_second']:.1f} | {1000 * peer['seconds'] / (2 * peer['pairs']):.2f} |")
+print(f"\nMediaPipe: {1000 * peer['decode_seconds'] / (2 * peer['pairs']):.2f} ms per image of that is PNG decoding (Pillow), "
+      f"{1000 * (peer['seconds'] - peer['decode_seconds']) / (2 * peer['pairs']):.2f} ms Face Mesh on the decoded image")
+print(f"acufarm (1 thread): {one['decode_ms']:.2f} ms per image decoding (image crate), {one['mesh_ms']:.2f} ms Face Mesh")
 print(f"\nacufarm (1 thread) / MediaPipe pairs/s: {rate(one) / peer['pairs_per_second']:.2f}")
 PY

@@ -297,6 +297,26 @@ fn the_qa_gate_regenerates_then_fails_faces_it_loses_and_passes_faceless_sources
     assert_eq!(summary["failures_by_class"]["qa"], 3, "{summary}");
     assert_eq!(summary["qa"]["checked"], 1, "{summary}");
     assert_eq!(summary["qa"]["unmeasured"]["source: no face detected"], 1, "{summary}");
+    assert!(err.contains("qa: 1 passed (1 on the first try, 0 re-generated, 1 unmeasured: no measurable face in the source), 3 failed the gate"), "{err}");
+
+    // `acufarm drift --manifest` pairs each row's source with its output.
+    let report = dir.path().join("report");
+    let out = Command::new(env!("CARGO_BIN_EXE_acufarm"))
+        .args(["drift", "--manifest"])
+        .arg(dir.path().join("out/manifest.jsonl"))
+        .arg("--original")
+        .arg(dir.path().join("data"))
+        .arg("--augmented")
+        .arg(dir.path().join("out"))
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let drift: Value = serde_json::from_slice(&std::fs::read(report.join("drift.json")).unwrap()).unwrap();
+    let only = &drift["pair_results"][0];
+    assert_eq!((only["original"].as_str(), only["augmented"].as_str()), (Some("train/image/img_512/M_Asher_N_HD_0004.png"), Some("train/image/img_512/M_Asher_N_HD_0004.png")));
+    assert_eq!((only["reason"].as_str(), only["side"].as_str()), (Some("no_face"), Some("both")), "{only}");
 }
 
 /// The gate itself on known pairs of real images: a small move with relighting passes, the same

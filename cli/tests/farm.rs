@@ -207,7 +207,10 @@ fn poison_inputs_fail_permanently_until_fixed(backend: Backend) {
     data.expected.insert(odd.clone());
     let n = data.expected.len() as u64;
     let run = format!("poison-{}", backend.name());
-    let spec = data.write_spec("spec.toml", &run, |s| s);
+    // With the QA gate on: the generated inputs hold no face, so every output passes unmeasured and
+    // its check travels worker → coordinator → manifest row.
+    let qa = "\n[qa]\nmax_drift_px = 12.0\nmin_change = 1.0\n";
+    let spec = data.write_spec("spec.toml", &run, |s| format!("{s}{qa}"));
 
     let mut farm = Farm::start(backend.env(), FAST);
     farm.start_workers(&["w1", "w2"], 4);
@@ -233,6 +236,10 @@ fn poison_inputs_fail_permanently_until_fixed(backend: Backend) {
     }
     let partial = support::manifest_rows(&data.output_local());
     assert_eq!(partial.len() as u64, n - 3, "the manifest lists the succeeded jobs only");
+    for row in &partial {
+        let check = &row["qa"][0];
+        assert_eq!((check["verdict"].as_str(), check["reason"].as_str()), (Some("unmeasured"), Some("source: no face detected")), "{row}");
+    }
     farm.log(&format!("3 poison inputs failed permanently: {}", serde_json::to_string(&failures).unwrap()));
 
     // Fix the files and the id grammar, then resubmit the failed jobs with the fixed spec.
@@ -245,7 +252,7 @@ fn poison_inputs_fail_permanently_until_fixed(backend: Backend) {
     );
     let fixed = data.write_spec("fixed.toml", &run, |s| {
         assert!(s.contains("patterns = []"));
-        s.replace("patterns = []", &patterns)
+        format!("{}{qa}", s.replace("patterns = []", &patterns))
     });
     let fixed = fixed.display().to_string();
     let requeued = farm.admin_ok(&["resubmit", &run, "--failed", "--spec", &fixed]);

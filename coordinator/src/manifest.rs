@@ -86,11 +86,11 @@ impl Files {
     }
 }
 
-/// Writes the manifest of `run` into `output`; returns the number of manifest rows written.
+/// Writes the manifest of `run` into `output`; returns the summary it wrote (`outputs` = rows).
 /// Idempotent: it is a function of the database, so writing twice (or from two coordinator
 /// replicas) gives the same files, and each file is replaced whole. Rows stream from the store in
 /// output-path order and are uploaded as they come, so memory stays flat for any run size.
-pub async fn write<S: Store>(store: &S, run: RunId, run_name: &str, output: &Storage) -> Result<usize, ManifestError> {
+pub async fn write<S: Store>(store: &S, run: RunId, run_name: &str, output: &Storage) -> Result<manifest::Summary, ManifestError> {
     let mut files = Files { manifest: Output::open(output, manifest::MANIFEST)?, metadata: BTreeMap::new() };
     match write_rows(store, run, output, &mut files).await {
         Ok(totals) => {
@@ -100,14 +100,13 @@ pub async fn write<S: Store>(store: &S, run: RunId, run_name: &str, output: &Sto
             for job in &failed {
                 *failures.entry(job.failure_class.map_or("unknown", |c| c.as_str()).to_string()).or_default() += 1;
             }
-            let rows = totals.outputs();
             let summary = totals.finish(run_name, failures);
             files.manifest.finish().await?;
             for (_, metadata) in files.metadata {
                 metadata.finish().await?;
             }
             output.put(manifest::SUMMARY, Bytes::from(serde_json::to_string_pretty(&summary).expect("a summary serializes"))).await?;
-            Ok(rows)
+            Ok(summary)
         }
         Err(error) => {
             files.abort().await;

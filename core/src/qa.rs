@@ -189,6 +189,29 @@ pub struct QaSummary {
     pub max_of_points: Summary,
 }
 
+/// One paragraph for a terminal: how the gate went and the drift per point.
+pub fn describe(qa: &QaSummary, failed: usize) -> String {
+    let fmt = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.1}"));
+    let mut out = format!(
+        "qa: {} passed ({} on the first try, {} re-generated, {} unmeasured: no measurable face in the source), {failed} failed the gate",
+        qa.checked,
+        qa.first_try,
+        qa.regenerated,
+        qa.unmeasured.values().sum::<usize>()
+    );
+    if qa.max_of_points.n > 0 {
+        out.push_str("
+qa drift px (n mean median p95 max):");
+        for name in DRIFT_POINTS {
+            if let Some(s) = qa.points.get(name) {
+                out.push_str(&format!("
+  {name:<15} {:>5} {:>6} {:>6} {:>6} {:>6}", s.n, fmt(s.mean), fmt(s.median), fmt(s.p95), fmt(s.max)));
+            }
+        }
+    }
+    out
+}
+
 /// Builds a [`QaSummary`] one manifest row at a time.
 #[derive(Debug, Default)]
 pub struct QaTotals {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(clap::Args)]
 pub struct LandmarksArgs {
@@ -183,7 +183,7 @@ enum Measured {
 
 /// Measures every pair on `--threads` threads (one FaceMesh each); also returns the seconds spent
 /// decoding and measuring (model loading excluded).
-fn measure_all(pairs: &[Pair], args: &DriftArgs) -> anyhow::Result<(Vec<Measured>, f64)> {
+fn measure_all(pairs: &[Pair], args: &DriftArgs, busy: &Busy) -> anyhow::Result<(Vec<Measured>, f64)> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, pairs.len().max(1));
     let runtime = runtime()?;
     let meshes = (0..threads).map(|_| FaceMesh::new(&runtime)).collect::<Result<Vec<_>, _>>()?;
@@ -198,7 +198,7 @@ fn measure_all(pairs: &[Pair], args: &DriftArgs) -> anyhow::Result<(Vec<Measured
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(pair) = pairs.get(i) else { break };
-                    let measured = match measure_pair(&mut mesh, pair, args) {
+                    let measured = match measure_pair(&mut mesh, pair, args, busy) {
                         Ok(m) => m,
                         Err(e) => {
                             *failure.lock().unwrap() = Some(e);
@@ -218,7 +218,15 @@ fn measure_all(pairs: &[Pair], args: &DriftArgs) -> anyhow::Result<(Vec<Measured
     Ok((results.into_inner().unwrap().into_iter().map(|m| m.expect("every pair measured")).collect(), seconds))
 }
 
-fn measure_pair(mesh: &mut FaceMesh, pair: &Pair, args: &DriftArgs) -> anyhow::Result<Measured> {
+/// Nanoseconds spent decoding and measuring, summed over threads (for the closing timing line).
+#[derive(Default)]
+struct Busy {
+    decode: AtomicU64,
+    measure: AtomicU64,
+}
+
+fn measure_pair(mesh: &mut FaceMesh, pair: &Pair, args: &DriftArgs, busy: &Busy) -> anyhow::Result<Measured> {
+    let started = std::time::Instant::now();
     let original = match load(&args.original.join(&pair.original)) {
         Ok(img) => img,
         Err(reason) => return Ok(Measured::Unreadable { side: "original", reason }),
@@ -227,8 +235,11 @@ fn measure_pair(mesh: &mut FaceMesh, pair: &Pair, args: &DriftArgs) -> anyhow::R
         Ok(img) => img,
         Err(reason) => return Ok(Measured::Unreadable { side: "augmented", reason }),
     };
+    let decoded = std::time::Instant::now();
     let original = mesh.points(&original)?;
     let augmented = mesh.points(&augmented)?;
+    busy.decode.fetch_add((decoded - started).as_nanos() as u64, Ordering::Relaxed);
+    busy.measure.fetch_add(decoded.elapsed().as_nanos() as u64, Ordering::Relaxed);
     let outcome = pts::compare(&original, &augmented);
     Ok(Measured::Pair { original, augmented, outcome })
 }
@@ -404,7 +415,8 @@ pub fn drift(args: DriftArgs) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}; check that --out is writable", args.out.display()))?;
-    let (measured, seconds) = measure_all(&pairs, &args)?;
+    let busy = Busy::default();
+    let (measured, seconds) = measure_all(&pairs, &args, &busy)?;
 
     let mut acc = Accumulator::default();
     let mut unreadable = Vec::new();
@@ -472,7 +484,8 @@ pub fn drift(args: DriftArgs) -> anyhow::Result<()> {
     write("drift.md", md.as_bytes())?;
     drift_plot::distributions(&args.out.join("drift_points.png"), acc.samples())?;
     let worst = worst_pairs(&pairs, &measured, args.worst);
-    if !worst.is_empty() {
+    let wrote_worst = !worst.is_empty();
+    if wrote_worst {
         let mut panels = Vec::new();
         for (pair, original, augmented, max) in worst {
             if let Ok(img) = load(&args.augmented.join(&pair.augmented)) {
@@ -482,7 +495,14 @@ pub fn drift(args: DriftArgs) -> anyhow::Result<()> {
         drift_plot::overlay(&args.out.join("worst_pairs.png"), &panels)?;
     }
     print!("{md}");
-    eprintln!("measured {} pairs in {seconds:.3} s ({:.1} pairs/s)", pairs.len(), pairs.len() as f64 / seconds.max(1e-9));
+    let per_image = |ns: &AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e6 / (2 * pairs.len()) as f64;
+    eprintln!(
+        "measured {} pairs in {seconds:.3} s ({:.1} pairs/s; per image {:.2} ms decoding, {:.2} ms face mesh)",
+        pairs.len(),
+        pairs.len() as f64 / seconds.max(1e-9),
+        per_image(&busy.decode),
+        per_image(&busy.measure)
+    );
     for line in unreadable.iter().take(10) {
         eprintln!("unreadable: {line}");
     }
@@ -493,7 +513,7 @@ pub fn drift(args: DriftArgs) -> anyhow::Result<()> {
             only_augmented.len()
         );
     }
-    eprintln!("wrote drift.json, drift.csv, drift.md, drift_points.png{} to {}", if report.measured > 0 { ", worst_pairs.png" } else { "" }, args.out.display());
+    eprintln!("wrote drift.json, drift.csv, drift.md, drift_points.png{} to {}", if wrote_worst { ", worst_pairs.png" } else { "" }, args.out.display());
     Ok(())
 }
 

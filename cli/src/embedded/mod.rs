@@ -162,11 +162,14 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     }
 
     let status = store.run_status(run_id).await?;
-    let written = manifest::write(&store, run_id, &spec.run.name, &output).await?;
+    let summary = manifest::write(&store, run_id, &spec.run.name, &output).await?;
     eprintln!(
         "run {}: {} succeeded, {} failed; wrote {} manifest rows to {}",
-        spec.run.name, status.counts.succeeded, status.counts.failed, written, dataset.output
+        spec.run.name, status.counts.succeeded, status.counts.failed, summary.outputs, dataset.output
     );
+    if let Some(qa) = &summary.qa {
+        eprintln!("{}", acufarm_core::qa::describe(qa, summary.failures_by_class.get("qa").copied().unwrap_or(0)));
+    }
     if status.counts.failed > 0 {
         bail!(
             "{} jobs of run {} failed, each with its reason in a warning above; fix those inputs and run the same command again with --force",

@@ -274,9 +274,10 @@ impl<S: Store> Admin for AdminService<S> {
     async fn write_manifest(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::WriteManifestResponse>, Status> {
         let info = self.find(&request.into_inner().run).await?;
         let run = self.0.run_context(info.id).await?;
-        let rows = manifest::write(&self.0.inner.store, info.id, &info.name, &run.output).await.map_err(|e| {
-            if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) }
-        })?;
+        let rows = manifest::write(&self.0.inner.store, info.id, &info.name, &run.output)
+            .await
+            .map_err(|e| if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) })?
+            .outputs;
         let status = self.0.inner.store.run_status(info.id).await.map_err(store_status)?;
         if status.counts.queued == 0 && status.counts.leased == 0 {
             run.output.clean_staging(Some(&info.name)).await.map_err(storage_status)?;

@@ -261,7 +261,7 @@ impl<S: Store> Coordinator<S> {
             return Ok(());
         }
         let context = self.run_context(run).await.map_err(|status| status.message().to_string())?;
-        let rows = manifest::write(&self.inner.store, run, &context.name, &context.output).await.map_err(|e| e.to_string())?;
+        let rows = manifest::write(&self.inner.store, run, &context.name, &context.output).await.map_err(|e| e.to_string())?.outputs;
         context.output.clean_staging(Some(&context.name)).await.map_err(|e| e.to_string())?;
         self.inner.finished.lock().unwrap_or_else(|p| p.into_inner()).insert(run, key);
         tracing::info!(run = %context.name, rows, failed = counts.failed, "run finished; manifest written");
