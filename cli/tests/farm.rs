@@ -237,8 +237,11 @@ fn poison_inputs_fail_permanently_until_fixed(backend: Backend) {
     let partial = support::manifest_rows(&data.output_local());
     assert_eq!(partial.len() as u64, n - 3, "the manifest lists the succeeded jobs only");
     for row in &partial {
+        // The generated blobs hold no face (or one the landmark model rejects).
         let check = &row["qa"][0];
-        assert_eq!((check["verdict"].as_str(), check["reason"].as_str()), (Some("unmeasured"), Some("source: no face detected")), "{row}");
+        assert_eq!(check["verdict"], "unmeasured", "{row}");
+        assert!(check["reason"].as_str().is_some_and(|r| r.starts_with("source: ")), "{row}");
+        assert!(row["timings"]["qa"].as_f64().is_some(), "{row}");
     }
     farm.log(&format!("3 poison inputs failed permanently: {}", serde_json::to_string(&failures).unwrap()));
 

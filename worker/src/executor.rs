@@ -162,7 +162,15 @@ pub struct RenderedBatch {
     pub images: Vec<image::RgbImage>,
     pub timing: RenderTiming,
     /// Per job: the QA gate's checks (empty without `[qa]`), or the `qa` failure after every try.
-    pub qa: Vec<Result<Vec<QaRecord>, JobError>>,
+    pub qa: Vec<Result<Checked, JobError>>,
+}
+
+/// The QA gate's checks of one output (one per rendered try) and the seconds the gate took,
+/// re-renders included.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    pub records: Vec<QaRecord>,
+    pub seconds: f64,
 }
 
 /// Renders jobs that share sampler settings and image size in one pipeline call. This is the
@@ -177,11 +185,12 @@ pub fn render(pipeline: &mut Pipeline, params: &SamplerParams, jobs: &[(&JobSpec
     let timing = RenderTiming { render_seconds: started.elapsed().as_secs_f64() / n, ort_seconds: (pipeline.timings.total_ort() - ort_before) / n };
     let mut batch = RenderedBatch { images: rendered.into_iter().map(|r| r.image).collect(), timing, qa: Vec::new() };
     for (i, (job, fetched)) in jobs.iter().enumerate() {
+        let started = Instant::now();
         let outcome = match (&job.qa, batch.images.get_mut(i)) {
             (Some(plan), Some(image)) => gate(pipeline, job, fetched, plan, image)?,
             _ => Ok(Vec::new()),
         };
-        batch.qa.push(outcome);
+        batch.qa.push(outcome.map(|records| Checked { seconds: if records.is_empty() { 0.0 } else { started.elapsed().as_secs_f64() }, records }));
     }
     Ok(batch)
 }
@@ -224,7 +233,7 @@ fn gate(pipeline: &mut Pipeline, job: &JobSpec, fetched: &Fetched, plan: &QaPlan
     let tries: Vec<String> = records.iter().map(|r| format!("try {} (seed {}): {}", r.qa_try, r.seed, r.reason.as_deref().unwrap_or("failed"))).collect();
     Ok(Err(JobError {
         class: FailureClass::Qa,
-        message: format!("{} failed the landmark-drift QA gate on all {} tries: {}; loosen [qa] in the spec or resubmit", job.output, records.len(), tries.join("; ")),
+        message: format!("{} failed the landmark-drift QA gate on all {} tries: {}; loosen the [qa] limits or raise max_retries and resubmit with the new spec", job.output, records.len(), tries.join("; ")),
     }))
 }
 
@@ -235,18 +244,21 @@ fn render_plain(pipeline: &mut Pipeline, params: &SamplerParams, jobs: &[(&JobSp
 }
 
 /// Encodes one rendered image like its source and uploads it to `staging_key` in `output`.
-pub async fn stage(job: &JobSpec, fetched: &Fetched, image: &image::RgbImage, timing: RenderTiming, qa: Vec<QaRecord>, staging_key: &str, output: &Storage) -> Result<Staged, JobError> {
+pub async fn stage(job: &JobSpec, fetched: &Fetched, image: &image::RgbImage, timing: RenderTiming, qa: Checked, staging_key: &str, output: &Storage) -> Result<Staged, JobError> {
     let upload_started = Instant::now();
     let bytes = image_io::encode_like(image, &fetched.source).map_err(|e| JobError { class: FailureClass::Retryable, message: format!("cannot encode {}: {e}", job.output) })?;
     let sha256 = sha256_bytes(&bytes);
     output.put(staging_key, Bytes::from(bytes)).await?;
-    let timings = BTreeMap::from([
+    let mut timings = BTreeMap::from([
         ("fetch".to_string(), fetched.seconds),
         ("render".to_string(), timing.render_seconds),
         ("onnxruntime".to_string(), timing.ort_seconds),
         ("upload".to_string(), upload_started.elapsed().as_secs_f64()),
     ]);
-    Ok(Staged { staging_key: staging_key.to_string(), sha256, source_sha256: fetched.source_sha256.clone(), timings, qa })
+    if !qa.records.is_empty() {
+        timings.insert("qa".to_string(), qa.seconds);
+    }
+    Ok(Staged { staging_key: staging_key.to_string(), sha256, source_sha256: fetched.source_sha256.clone(), timings, qa: qa.records })
 }
 
 /// Renders jobs that share sampler settings and image size in one batch, stages each output at

@@ -86,9 +86,9 @@ pub fn judge(limits: &QaLimits, source: &SourceFace, output: &Points, change: f3
     match outcome {
         Err(reason) => {
             record.verdict = QaVerdict::Unmeasured;
-            record.reason = Some(format!("source: {}", reason.describe()));
+            record.reason = Some(format!("source: {}", reason.describe_image()));
         }
-        Ok(Outcome::Discarded { reason, .. }) => fail(&mut record, format!("output: {} while its source's face is measurable", reason.describe())),
+        Ok(Outcome::Discarded { reason, .. }) => fail(&mut record, format!("output: {} while its source's face is measurable", reason.describe_image())),
         Ok(Outcome::Measured(drift)) => {
             for (i, d) in drift.px.iter().enumerate() {
                 if let Some(d) = d {

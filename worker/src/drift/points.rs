@@ -95,6 +95,14 @@ impl Discard {
         }
     }
 
+    /// The rule as it applies to one image.
+    pub fn describe_image(self) -> &'static str {
+        match self {
+            Discard::FewPoints => "fewer than 6 of 8 points found",
+            other => other.describe(),
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Discard::NoFace => "no face detected",
