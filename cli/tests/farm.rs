@@ -217,6 +217,7 @@ fn poison_inputs_fail_permanently_until_fixed(backend: Backend) {
     farm.submit(&spec);
     let status = farm.wait_done(&run, RUN_TIMEOUT);
     assert_eq!((count(&status, "succeeded"), count(&status, "failed")), (n - 3, 3), "{status}");
+    assert_eq!((status["qa"]["checked"].as_u64(), status["qa"]["failed"].as_u64()), (Some(n - 3), Some(0)), "status shows the QA summary: {status}");
     let failures = status["failures"].as_array().cloned().unwrap_or_default();
     let mut poisoned_shards = BTreeSet::new();
     for (what, needle) in [("corrupt PNG", corrupt.as_str()), ("broken label", broken.as_str()), ("unparseable id", odd_stem)] {

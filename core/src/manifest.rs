@@ -153,6 +153,7 @@ impl SummaryTotals {
     }
 
     pub fn finish(self, run: &str, failures_by_class: BTreeMap<String, usize>) -> Summary {
+        let qa = self.qa.finish(failures_by_class.get("qa").copied().unwrap_or(0));
         let n = self.outputs.max(1) as f64;
         Summary {
             run: run.to_string(),
@@ -162,7 +163,7 @@ impl SummaryTotals {
             shards: self.shards.len(),
             seconds_total: self.seconds.values().sum(),
             seconds_mean: self.seconds.into_iter().map(|(k, v)| (k, v / n)).collect(),
-            qa: self.qa.finish(),
+            qa,
         }
     }
 }

@@ -183,6 +183,9 @@ pub struct QaSummary {
     pub regenerated: usize,
     /// Outputs whose source had no measurable face (passed, drift not measured), by reason.
     pub unmeasured: BTreeMap<String, usize>,
+    /// Jobs that failed the gate on every try (no output, class `qa`).
+    #[serde(default)]
+    pub failed: usize,
     /// Drift of the committed outputs per point, in pixels.
     pub points: BTreeMap<String, Summary>,
     /// The largest of the 8 drifts per output.
@@ -190,14 +193,15 @@ pub struct QaSummary {
 }
 
 /// One paragraph for a terminal: how the gate went and the drift per point.
-pub fn describe(qa: &QaSummary, failed: usize) -> String {
+pub fn describe(qa: &QaSummary) -> String {
     let fmt = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.1}"));
     let mut out = format!(
-        "qa: {} passed ({} on the first try, {} re-generated, {} unmeasured: no measurable face in the source), {failed} failed the gate",
+        "qa: {} passed ({} on the first try, {} re-generated, {} unmeasured: no measurable face in the source), {} failed the gate",
         qa.checked,
         qa.first_try,
         qa.regenerated,
-        qa.unmeasured.values().sum::<usize>()
+        qa.unmeasured.values().sum::<usize>(),
+        qa.failed
     );
     if qa.max_of_points.n > 0 {
         out.push_str("
@@ -246,13 +250,14 @@ impl QaTotals {
         }
     }
 
-    /// `None` when no output was checked (a run without `[qa]`).
-    pub fn finish(self) -> Option<QaSummary> {
-        (self.checked > 0).then(|| QaSummary {
+    /// With `failed` jobs of class `qa`; `None` when the gate never ran (a run without `[qa]`).
+    pub fn finish(self, failed: usize) -> Option<QaSummary> {
+        (self.checked > 0 || failed > 0).then(|| QaSummary {
             checked: self.checked,
             first_try: self.first_try,
             regenerated: self.regenerated,
             unmeasured: self.unmeasured,
+            failed,
             points: DRIFT_POINTS.iter().zip(&self.drift).map(|(name, v)| (name.to_string(), Summary::of(v))).collect(),
             max_of_points: Summary::of(&self.max),
         })
@@ -297,13 +302,17 @@ mod tests {
         totals.add(&[check(0, QaVerdict::Fail, 30.0), check(1, QaVerdict::Pass, 4.0)]);
         totals.add(&[check(0, QaVerdict::Unmeasured, 0.0)]);
         totals.add(&[]);
-        let s = totals.finish().unwrap();
-        assert_eq!((s.checked, s.first_try, s.regenerated), (3, 2, 1));
+        let s = totals.finish(2).unwrap();
+        assert_eq!((s.checked, s.first_try, s.regenerated, s.failed), (3, 2, 1, 2));
         assert_eq!(s.unmeasured["source: no face detected"], 1);
         assert_eq!(s.points["Philtrum"].n, 2);
         assert_eq!(s.points["Philtrum"].mean, Some(3.0), "only the committed checks count");
         assert_eq!(s.max_of_points.max, Some(4.0));
-        assert!(QaTotals::default().finish().is_none());
+        assert!(QaTotals::default().finish(0).is_none());
+        let all_failed = QaTotals::default().finish(4).unwrap();
+        assert_eq!((all_failed.checked, all_failed.failed), (0, 4));
+        assert!(describe(&all_failed).starts_with("qa: 0 passed (0 on the first try, 0 re-generated, 0 unmeasured: no measurable face in the source), 4 failed the gate"));
+        assert!(describe(&s).contains("\n  Philtrum            2    3.0    3.0    3.9    4.0"), "{}", describe(&s));
     }
 
     #[test]

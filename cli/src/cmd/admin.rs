@@ -193,6 +193,7 @@ fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
                 "created_unix_ms": run.created_unix_ms,
                 "output_url": run.output_url,
                 "rate_per_s": run.rate_per_s,
+                "qa": serde_json::from_str::<serde_json::Value>(&run.qa_json).unwrap_or(serde_json::Value::Null),
                 "counts": counts_json(&run.counts),
                 "shards": run.shards.iter().map(|shard| json!({"shard_id": shard.shard_id, "key": shard.key, "state": shard.state, "counts": counts_json(&shard.counts)})).collect::<Vec<_>>(),
                 "failures": run.failures.iter().map(|job| json!({
@@ -231,6 +232,11 @@ fn print_status(status: &pb::StatusResponse) {
         }
         for job in &run.failures {
             println!("  failed {} (shard {}, attempt {}): {}", job.sample_id, job.shard, job.attempt, job.message);
+        }
+        if let Ok(qa) = serde_json::from_str::<acufarm_core::qa::QaSummary>(&run.qa_json) {
+            for line in acufarm_core::qa::describe(&qa).lines() {
+                println!("  {line}");
+            }
         }
     }
     if status.redis_ok {
@@ -277,7 +283,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                         Err(status) => return Err(refused(status)),
                     }
                 }
-                break status;
+                // Once more, so the answer carries what the manifest summary says (QA statistics).
+                break client.status(request.clone()).await.map(|answer| answer.into_inner()).unwrap_or(status);
             }
             if started.elapsed() > Duration::from_secs(args.wait_timeout) {
                 bail!("run {} still has queued or leased jobs after {} s; check the workers (`acufarm status`)", args.run.as_deref().unwrap_or_default(), args.wait_timeout);

@@ -547,6 +547,24 @@ mod tests {
     }
 
     #[test]
+    fn manifest_pairing_refuses_bad_or_empty_manifests_in_one_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.jsonl");
+        for (text, needle) in [
+            ("", "lists no outputs"),
+            ("\n\n", "lists no outputs"),
+            ("{not json}\n", "line 1 is not a manifest row"),
+            ("{\"run\": \"r\"}\n", "line 1 is not a manifest row"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = pair_by_manifest(&path).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+        let err = pair_by_manifest(&dir.path().join("absent.jsonl")).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read") && err.contains("pass a run's manifest.jsonl"), "{err}");
+    }
+
+    #[test]
     fn only_png_and_jpeg_count_as_images() {
         for (name, ok) in [("x.png", true), ("x.PNG", true), ("x.jpeg", true), ("x.jpg", true), ("x.json", false), ("x", false), ("x.png.txt", false)] {
             assert_eq!(is_image(Path::new(name)), ok, "{name}");

@@ -168,7 +168,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         spec.run.name, status.counts.succeeded, status.counts.failed, summary.outputs, dataset.output
     );
     if let Some(qa) = &summary.qa {
-        eprintln!("{}", acufarm_core::qa::describe(qa, summary.failures_by_class.get("qa").copied().unwrap_or(0)));
+        eprintln!("{}", acufarm_core::qa::describe(qa));
     }
     if status.counts.failed > 0 {
         bail!(

@@ -93,7 +93,17 @@ impl<S: Store> AdminService<S> {
             .run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: Some(failures_limit) })
             .await
             .map_err(store_status)?;
-        let output_url = self.0.run_context(info.id).await.map(|run| run.output_url.clone()).unwrap_or_default();
+        let context = self.0.run_context(info.id).await.ok();
+        let output_url = context.as_ref().map(|run| run.output_url.clone()).unwrap_or_default();
+        // A finished run's QA summary, from the manifest summary the coordinator wrote.
+        let mut qa_json = String::new();
+        if let Some(run) = context.as_ref().filter(|_| status.counts.queued == 0 && status.counts.leased == 0) {
+            if let Ok(bytes) = run.output.get(acufarm_core::manifest::SUMMARY).await {
+                if let Ok(summary) = serde_json::from_slice::<acufarm_core::manifest::Summary>(&bytes) {
+                    qa_json = summary.qa.map(|qa| serde_json::to_string(&qa).unwrap_or_default()).unwrap_or_default();
+                }
+            }
+        }
         Ok(pb::RunStatus {
             run_id: info.id.0,
             name: info.name.clone(),
@@ -120,6 +130,7 @@ impl<S: Store> AdminService<S> {
                 .collect(),
             output_url,
             rate_per_s: self.0.inner.events.rate(info.id.0, Utc::now().timestamp()).await,
+            qa_json,
         })
     }
 
