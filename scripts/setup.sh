@@ -50,32 +50,31 @@ PY
   [ -f "$dir/libonnxruntime.so.$ORT_VERSION" ] || { say "the wheel held no libonnxruntime.so.$ORT_VERSION"; exit 1; }
 }
 
-install_python_env() {
-  local venv="$HOME_DIR/py" stamp
-  stamp=$(cat "$REPO/scripts/requirements-dev.txt" "$REPO/scripts/requirements-nodeps.txt" | sha256sum | cut -c1-16)
+# make_venv DIR WHAT REQS [NODEPS_REQS]: a venv at DIR with REQS installed (and NODEPS_REQS with
+# --no-deps), rebuilt only when the requirement files change (a stamp file holds their hash).
+make_venv() {
+  local venv=$1 what=$2 reqs=$3 nodeps=${4:-} stamp
+  stamp=$(cat "$reqs" ${nodeps:+"$nodeps"} | sha256sum | cut -c1-16)
   if [ -f "$venv/.acufarm-$stamp" ]; then return 0; fi
   ensure_python
-  say "creating the Python environment in $venv (torch and friends: a few GB, several minutes the first time)"
+  say "creating $what in $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -r "$REPO/scripts/requirements-dev.txt"
-  "$venv/bin/pip" install -q --no-deps -r "$REPO/scripts/requirements-nodeps.txt"
+  "$venv/bin/pip" install -q -r "$reqs"
+  if [ -n "$nodeps" ]; then "$venv/bin/pip" install -q --no-deps -r "$nodeps"; fi
   rm -f "$venv"/.acufarm-*
   touch "$venv/.acufarm-$stamp"
 }
 
+install_python_env() {
+  make_venv "$HOME_DIR/py" "the Python environment (torch and friends: a few GB, several minutes the first time)" \
+    "$REPO/scripts/requirements-dev.txt" "$REPO/scripts/requirements-nodeps.txt"
+}
+
 install_mediapipe_env() {
   # MediaPipe's own Face Mesh, for the agreement tests of the Rust landmark-drift check.
-  local venv="$HOME_DIR/mediapipe" stamp
-  stamp=$(sha256sum < "$REPO/scripts/requirements-mediapipe.txt" | cut -c1-16)
-  if [ -f "$venv/.acufarm-$stamp" ]; then return 0; fi
-  ensure_python
-  say "creating the MediaPipe environment in $venv (mediapipe 0.10.21 and scikit-image, about 1 GB)"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -r "$REPO/scripts/requirements-mediapipe.txt"
-  rm -f "$venv"/.acufarm-*
-  touch "$venv/.acufarm-$stamp"
+  make_venv "$HOME_DIR/mediapipe" "the MediaPipe environment (mediapipe 0.10.21 and scikit-image, about 1 GB)" \
+    "$REPO/scripts/requirements-mediapipe.txt"
 }
 
 install_nextest() {

@@ -136,9 +136,9 @@ impl QaRecord {
     }
 }
 
-/// Summary of one sample of drifts.
+/// n, mean, median, p95 and max of one sample of drifts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
+pub struct Distribution {
     pub n: usize,
     pub mean: Option<f64>,
     pub median: Option<f64>,
@@ -156,12 +156,12 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
 }
 
-impl Summary {
-    pub fn of(values: &[f64]) -> Summary {
+impl Distribution {
+    pub fn of(values: &[f64]) -> Distribution {
         let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
-        Summary {
+        Distribution {
             n,
             mean: (n > 0).then(|| sorted.iter().sum::<f64>() / n as f64),
             median: quantile(&sorted, 0.5),
@@ -187,9 +187,9 @@ pub struct QaSummary {
     #[serde(default)]
     pub failed: usize,
     /// Drift of the committed outputs per point, in pixels.
-    pub points: BTreeMap<String, Summary>,
+    pub points: BTreeMap<String, Distribution>,
     /// The largest of the 8 drifts per output.
-    pub max_of_points: Summary,
+    pub max_of_points: Distribution,
 }
 
 /// One paragraph for a terminal: how the gate went and the drift per point.
@@ -258,8 +258,8 @@ impl QaTotals {
             regenerated: self.regenerated,
             unmeasured: self.unmeasured,
             failed,
-            points: DRIFT_POINTS.iter().zip(&self.drift).map(|(name, v)| (name.to_string(), Summary::of(v))).collect(),
-            max_of_points: Summary::of(&self.max),
+            points: DRIFT_POINTS.iter().zip(&self.drift).map(|(name, v)| (name.to_string(), Distribution::of(v))).collect(),
+            max_of_points: Distribution::of(&self.max),
         })
     }
 }
@@ -275,14 +275,14 @@ mod tests {
     #[test]
     fn quantiles_match_numpy_linear() {
         // numpy.percentile([1, 2, 3, 4, 10], [50, 95]) = [3.0, 8.8]
-        let s = Summary::of(&[10.0, 1.0, 3.0, 2.0, 4.0]);
+        let s = Distribution::of(&[10.0, 1.0, 3.0, 2.0, 4.0]);
         assert_eq!(s.n, 5);
         assert_eq!(s.median, Some(3.0));
         assert!((s.p95.unwrap() - 8.8).abs() < 1e-12);
         assert_eq!(s.mean, Some(4.0));
         assert_eq!(s.max, Some(10.0));
-        assert_eq!(Summary::of(&[]), Summary::default());
-        assert_eq!(Summary::of(&[2.5]).p95, Some(2.5));
+        assert_eq!(Distribution::of(&[]), Distribution::default());
+        assert_eq!(Distribution::of(&[2.5]).p95, Some(2.5));
     }
 
     #[test]

@@ -230,7 +230,8 @@ fn scene_for(spec: &RunSpec, key: &SeedKey) -> Option<SceneChoice> {
     })
 }
 
-fn is_image(path: &str) -> bool {
+/// Whether a path names a PNG or JPEG file (by extension, any case).
+pub fn is_image(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     [".png", ".jpg", ".jpeg"].iter().any(|ext| lower.ends_with(ext))
 }

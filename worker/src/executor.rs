@@ -16,6 +16,7 @@ use acufarm_core::qa::{QaPlan, QaRecord};
 use acufarm_core::{FailureClass, JobSpec};
 use acufarm_storage::{Storage, StorageError};
 use bytes::Bytes;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -177,13 +178,12 @@ pub struct Checked {
 /// blocking, GPU-bound part of a job; the error is the pipeline's own, so a caller can tell out of
 /// memory (retry with a smaller batch) from other failures.
 pub fn render(pipeline: &mut Pipeline, params: &SamplerParams, jobs: &[(&JobSpec, &Fetched)]) -> Result<RenderedBatch, PipelineError> {
-    let requests: Vec<RenderRequest> = jobs.iter().map(|(job, fetched)| request(job, fetched)).collect();
     let ort_before = pipeline.timings.total_ort();
     let started = Instant::now();
-    let rendered = pipeline.render(params, &requests)?;
+    let images = render_plain(pipeline, params, jobs)?;
     let n = jobs.len().max(1) as f64;
     let timing = RenderTiming { render_seconds: started.elapsed().as_secs_f64() / n, ort_seconds: (pipeline.timings.total_ort() - ort_before) / n };
-    let mut batch = RenderedBatch { images: rendered.into_iter().map(|r| r.image).collect(), timing, qa: Vec::new() };
+    let mut batch = RenderedBatch { images, timing, qa: Vec::new() };
     for (i, (job, fetched)) in jobs.iter().enumerate() {
         let started = Instant::now();
         let outcome = match (&job.qa, batch.images.get_mut(i)) {
@@ -208,13 +208,13 @@ fn gate(pipeline: &mut Pipeline, job: &JobSpec, fetched: &Fetched, plan: &QaPlan
     let face = SourceFace::new(&mesh.run(source).map_err(face_error)?, source.width(), source.height());
     let mut records: Vec<QaRecord> = Vec::new();
     for k in 0..=plan.retries.len() {
-        let current = if k == 0 { job.clone() } else { job.with_qa_retry(k).expect("k within the plan's retries") };
+        let current = if k == 0 { Cow::Borrowed(job) } else { Cow::Owned(job.with_qa_retry(k).expect("k within the plan's retries")) };
         if k > 0 {
             let params = match sampler_params(&current) {
                 Ok(p) => p,
                 Err(e) => return Ok(Err(e)),
             };
-            let mut again = render_plain(pipeline, &params, &[(&current, fetched)])?;
+            let mut again = render_plain(pipeline, &params, &[(&*current, fetched)])?;
             *image = again.pop().expect("one image per job");
         }
         let mesh = pipeline.face_mesh().map_err(face_error)?;

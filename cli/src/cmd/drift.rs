@@ -4,6 +4,7 @@
 
 use super::drift_plot;
 use acufarm_core::manifest::{self, ManifestRow};
+use acufarm_core::resolve::is_image;
 use acufarm_worker::drift::points::{self as pts, NAMES};
 use acufarm_worker::drift::stats::{Accumulator, Statistics};
 use acufarm_worker::drift::{FaceMesh, FaceResult, Outcome, Points};
@@ -124,31 +125,14 @@ struct Pair {
     augmented: String,
 }
 
-fn is_image(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-}
-
+/// The PNG and JPEG files under `root`, relative to it, sorted.
 fn list_images(root: &Path) -> anyhow::Result<Vec<String>> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                walk(&path, root, out)?;
-            } else if is_image(&path) {
-                if let Ok(rel) = path.strip_prefix(root) {
-                    out.push(rel.to_string_lossy().replace('\\', "/"));
-                }
-            }
-        }
-        Ok(())
-    }
     if !root.is_dir() {
         bail!("{} is not a folder; pass the folder holding the images", root.display());
     }
-    let mut out = Vec::new();
-    walk(root, root, &mut out).with_context(|| format!("cannot list {}; check its permissions", root.display()))?;
-    out.sort();
-    Ok(out)
+    let mut files = std::collections::BTreeSet::new();
+    super::verify::walk(root, root, &mut files).with_context(|| format!("cannot list {}; check its permissions", root.display()))?;
+    Ok(files.into_iter().filter(|f| is_image(f)).collect())
 }
 
 /// Pairs by identical relative path; returns the pairs and the unmatched paths of each side.
@@ -567,7 +551,7 @@ mod tests {
     #[test]
     fn only_png_and_jpeg_count_as_images() {
         for (name, ok) in [("x.png", true), ("x.PNG", true), ("x.jpeg", true), ("x.jpg", true), ("x.json", false), ("x", false), ("x.png.txt", false)] {
-            assert_eq!(is_image(Path::new(name)), ok, "{name}");
+            assert_eq!(is_image(name), ok, "{name}");
         }
     }
 }

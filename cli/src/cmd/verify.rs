@@ -46,7 +46,8 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<(usize, ManifestRow)>> {
         .collect()
 }
 
-fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) -> std::io::Result<()> {
+/// Every file under `dir`, as `/`-separated paths relative to `root`.
+pub(crate) fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {

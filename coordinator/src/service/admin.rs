@@ -96,14 +96,11 @@ impl<S: Store> AdminService<S> {
         let context = self.0.run_context(info.id).await.ok();
         let output_url = context.as_ref().map(|run| run.output_url.clone()).unwrap_or_default();
         // A finished run's QA summary, from the manifest summary the coordinator wrote.
-        let mut qa_json = String::new();
-        if let Some(run) = context.as_ref().filter(|_| status.counts.queued == 0 && status.counts.leased == 0) {
-            if let Ok(bytes) = run.output.get(acufarm_core::manifest::SUMMARY).await {
-                if let Ok(summary) = serde_json::from_slice::<acufarm_core::manifest::Summary>(&bytes) {
-                    qa_json = summary.qa.map(|qa| serde_json::to_string(&qa).unwrap_or_default()).unwrap_or_default();
-                }
-            }
-        }
+        let c = &status.counts;
+        let qa_json = match context.as_ref().filter(|_| c.queued == 0 && c.leased == 0) {
+            Some(run) => self.0.qa_summary(info.id, (c.succeeded, c.failed), &run.output).await,
+            None => String::new(),
+        };
         Ok(pb::RunStatus {
             run_id: info.id.0,
             name: info.name.clone(),
@@ -285,15 +282,15 @@ impl<S: Store> Admin for AdminService<S> {
     async fn write_manifest(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::WriteManifestResponse>, Status> {
         let info = self.find(&request.into_inner().run).await?;
         let run = self.0.run_context(info.id).await?;
-        let rows = manifest::write(&self.0.inner.store, info.id, &info.name, &run.output)
+        let summary = manifest::write(&self.0.inner.store, info.id, &info.name, &run.output)
             .await
-            .map_err(|e| if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) })?
-            .outputs;
+            .map_err(|e| if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) })?;
         let status = self.0.inner.store.run_status(info.id).await.map_err(store_status)?;
         if status.counts.queued == 0 && status.counts.leased == 0 {
+            self.0.remember_qa(info.id, (status.counts.succeeded, status.counts.failed), &summary);
             run.output.clean_staging(Some(&info.name)).await.map_err(storage_status)?;
         }
-        Ok(Response::new(pb::WriteManifestResponse { rows: rows as u64, output_url: run.output_url.clone() }))
+        Ok(Response::new(pb::WriteManifestResponse { rows: summary.outputs as u64, output_url: run.output_url.clone() }))
     }
 }
 

@@ -50,6 +50,9 @@ pub(crate) struct Inner<S> {
     touched: Mutex<HashSet<RunId>>,
     /// Runs whose manifest was written for their current (finished) counts.
     finished: Mutex<HashMap<RunId, (u64, u64)>>,
+    /// The QA section of each finished run's manifest summary (JSON, empty without `[qa]`), for
+    /// the counts it was written at, so `Status` does not read the summary file on every call.
+    qa_summaries: Mutex<HashMap<RunId, ((u64, u64), String)>>,
 }
 
 /// The coordinator: cheap to clone, shared by both gRPC services and the background tasks.
@@ -138,6 +141,7 @@ impl<S: Store> Coordinator<S> {
                 runs: tokio::sync::RwLock::new(HashMap::new()),
                 touched: Mutex::new(HashSet::new()),
                 finished: Mutex::new(HashMap::new()),
+                qa_summaries: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -261,7 +265,9 @@ impl<S: Store> Coordinator<S> {
             return Ok(());
         }
         let context = self.run_context(run).await.map_err(|status| status.message().to_string())?;
-        let rows = manifest::write(&self.inner.store, run, &context.name, &context.output).await.map_err(|e| e.to_string())?.outputs;
+        let summary = manifest::write(&self.inner.store, run, &context.name, &context.output).await.map_err(|e| e.to_string())?;
+        let rows = summary.outputs;
+        self.remember_qa(run, key, &summary);
         context.output.clean_staging(Some(&context.name)).await.map_err(|e| e.to_string())?;
         self.inner.finished.lock().unwrap_or_else(|p| p.into_inner()).insert(run, key);
         tracing::info!(run = %context.name, rows, failed = counts.failed, "run finished; manifest written");
@@ -270,6 +276,26 @@ impl<S: Store> Coordinator<S> {
             .publish(&crate::events::Event::RunFinished { run_id: run.0, name: context.name.clone(), succeeded: counts.succeeded, failed: counts.failed })
             .await;
         Ok(())
+    }
+
+    /// Keeps the QA section of a manifest summary just written for `counts` (succeeded, failed).
+    pub(crate) fn remember_qa(&self, run: RunId, counts: (u64, u64), summary: &acufarm_core::manifest::Summary) {
+        let json = summary.qa.as_ref().map(|qa| serde_json::to_string(qa).unwrap_or_default()).unwrap_or_default();
+        self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).insert(run, (counts, json));
+    }
+
+    /// The QA section of a finished run's manifest summary for its current `counts`: remembered
+    /// from the write, else read once from the output root (e.g. after a coordinator restart).
+    pub(crate) async fn qa_summary(&self, run: RunId, counts: (u64, u64), output: &acufarm_storage::Storage) -> String {
+        if let Some((at, json)) = self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).get(&run) {
+            if *at == counts {
+                return json.clone();
+            }
+        }
+        let Ok(bytes) = output.get(acufarm_core::manifest::SUMMARY).await else { return String::new() };
+        let Ok(summary) = serde_json::from_slice::<acufarm_core::manifest::Summary>(&bytes) else { return String::new() };
+        self.remember_qa(run, counts, &summary);
+        self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).get(&run).map(|(_, json)| json.clone()).unwrap_or_default()
     }
 
     /// The files of a run, cached.

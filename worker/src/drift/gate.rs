@@ -71,58 +71,46 @@ pub fn judge(limits: &QaLimits, source: &SourceFace, output: &Points, change: f3
         inter_ocular_px: source.points.inter_ocular(),
         change_outside_face: change,
     };
-    let fail = |record: &mut QaRecord, reason: String| {
-        if record.verdict != QaVerdict::Fail {
-            record.verdict = QaVerdict::Fail;
-            record.reason = Some(reason);
-        }
-    };
-    // The source alone decides whether drift can be measured at all (compared with itself, only
-    // its own discard rules can fire).
-    let outcome = match points::compare(&source.points, &source.points) {
-        Outcome::Discarded { reason, .. } => Err(reason),
-        Outcome::Measured(_) => Ok(points::compare(&source.points, output)),
-    };
-    match outcome {
-        Err(reason) => {
-            record.verdict = QaVerdict::Unmeasured;
-            record.reason = Some(format!("source: {}", reason.describe_image()));
-        }
-        Ok(Outcome::Discarded { reason, .. }) => fail(&mut record, format!("output: {} while its source's face is measurable", reason.describe_image())),
-        Ok(Outcome::Measured(drift)) => {
-            for (i, d) in drift.px.iter().enumerate() {
-                if let Some(d) = d {
-                    record.drift_px.insert(DRIFT_POINTS[i].to_string(), *d);
+    let mut failures = Vec::new();
+    // The source alone decides whether drift can be measured at all.
+    if let Some(reason) = points::unusable(&source.points) {
+        record.verdict = QaVerdict::Unmeasured;
+        record.reason = Some(format!("source: {}", reason.describe_image()));
+    } else {
+        match points::compare(&source.points, output) {
+            Outcome::Discarded { reason, .. } => failures.push(format!("output: {} while its source's face is measurable", reason.describe_image())),
+            Outcome::Measured(drift) => {
+                for (i, d) in drift.px.iter().enumerate() {
+                    if let Some(d) = d {
+                        record.drift_px.insert(DRIFT_POINTS[i].to_string(), *d);
+                    }
                 }
-            }
-            record.max_drift_px = Some(drift.max());
-            // The worst point relative to its limit names the failure.
-            let worst = drift
-                .px
-                .iter()
-                .enumerate()
-                .filter_map(|(i, d)| Some((i, (*d)?, limits.limit(i)?)))
-                .filter(|(_, d, limit)| d > limit)
-                .max_by(|a, b| (a.1 / a.2).total_cmp(&(b.1 / b.2)));
-            if let Some((i, d, limit)) = worst {
-                let key = if limits.max_point_drift_px.get(DRIFT_POINTS[i]).is_some_and(|own| *own <= limit) {
-                    format!("qa.max_point_drift_px.{}", DRIFT_POINTS[i])
-                } else {
-                    "qa.max_drift_px".to_string()
-                };
-                fail(&mut record, format!("{} drifted {d:.1} px, over {key} = {limit}", DRIFT_POINTS[i]));
+                record.max_drift_px = Some(drift.max());
+                // The worst point relative to its limit names the failure.
+                let worst = drift
+                    .px
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| Some((i, (*d)?, limits.limit(i)?)))
+                    .filter(|(_, d, limit)| d > limit)
+                    .max_by(|a, b| (a.1 / a.2).total_cmp(&(b.1 / b.2)));
+                if let Some((i, d, limit)) = worst {
+                    let key = if limits.max_point_drift_px.get(DRIFT_POINTS[i]).is_some_and(|own| *own <= limit) {
+                        format!("qa.max_point_drift_px.{}", DRIFT_POINTS[i])
+                    } else {
+                        "qa.max_drift_px".to_string()
+                    };
+                    failures.push(format!("{} drifted {d:.1} px, over {key} = {limit}", DRIFT_POINTS[i]));
+                }
             }
         }
     }
     if change < limits.min_change {
-        let reason = format!("output differs from its source by {change:.2} levels outside the face, under qa.min_change = {}: not an augmentation", limits.min_change);
-        if record.verdict == QaVerdict::Fail {
-            let first = record.reason.take().unwrap_or_default();
-            record.reason = Some(format!("{first}; {reason}"));
-        } else {
-            record.verdict = QaVerdict::Fail;
-            record.reason = Some(reason);
-        }
+        failures.push(format!("output differs from its source by {change:.2} levels outside the face, under qa.min_change = {}: not an augmentation", limits.min_change));
+    }
+    if !failures.is_empty() {
+        record.verdict = QaVerdict::Fail;
+        record.reason = Some(failures.join("; "));
     }
     record
 }

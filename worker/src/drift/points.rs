@@ -5,7 +5,7 @@ use super::face::{FaceResult, MIN_PRESENCE};
 use serde::Serialize;
 
 /// The 8 points, in report order.
-pub const NAMES: [&str; 8] = ["RE_outer", "RE_inner", "LE_inner", "LE_outer", "Mouth_R", "Mouth_L", "Philtrum", "NasalBridgeMid"];
+pub const NAMES: [&str; 8] = acufarm_core::qa::DRIFT_POINTS;
 /// Mesh indices of the first 7 points; the 8th (NasalBridgeMid) is the midpoint of 133 and 362.
 const MESH_INDEX: [usize; 7] = [33, 133, 362, 263, 61, 291, 0];
 /// The face-oval indices whose x-span is the face width.
@@ -168,14 +168,26 @@ pub enum Outcome {
     Discarded { reason: Discard, side: Side },
 }
 
+/// The first discard rule that rules out one image on its own (detection, width, points found).
+pub fn unusable(p: &Points) -> Option<Discard> {
+    if !p.detected() {
+        Some(Discard::NoFace)
+    } else if p.face_width.is_some_and(|w| w < MIN_FACE_WIDTH) {
+        Some(Discard::SmallFace)
+    } else if p.found() < MIN_POINTS {
+        Some(Discard::FewPoints)
+    } else {
+        None
+    }
+}
+
 /// Applies the discard rules in DESIGN §8's order (detection, width, points) and measures the rest.
 pub fn compare(original: &Points, augmented: &Points) -> Outcome {
-    if let Some(side) = Side::of(!original.detected(), !augmented.detected()) {
-        return Outcome::Discarded { reason: Discard::NoFace, side };
-    }
-    let narrow = |p: &Points| p.face_width.is_some_and(|w| w < MIN_FACE_WIDTH);
-    if let Some(side) = Side::of(narrow(original), narrow(augmented)) {
-        return Outcome::Discarded { reason: Discard::SmallFace, side };
+    let (o, a) = (unusable(original), unusable(augmented));
+    for reason in [Discard::NoFace, Discard::SmallFace] {
+        if let Some(side) = Side::of(o == Some(reason), a == Some(reason)) {
+            return Outcome::Discarded { reason, side };
+        }
     }
     let mut px = [None; 8];
     for (i, slot) in px.iter_mut().enumerate() {
@@ -185,8 +197,8 @@ pub fn compare(original: &Points, augmented: &Points) -> Outcome {
     }
     let both = px.iter().filter(|d| d.is_some()).count();
     if both < MIN_POINTS {
-        let short = |p: &Points| p.found() < MIN_POINTS;
-        let side = Side::of(short(original), short(augmented)).unwrap_or(Side::Both);
+        // Each image may have enough points of its own and still too few in common.
+        let side = Side::of(o == Some(Discard::FewPoints), a == Some(Discard::FewPoints)).unwrap_or(Side::Both);
         return Outcome::Discarded { reason: Discard::FewPoints, side };
     }
     Outcome::Measured(Drift { px, inter_ocular: original.inter_ocular() })

@@ -2,7 +2,7 @@
 //! the inter-ocular distance, plus discard counts by reason and side.
 
 use super::points::{Discard, NAMES, Outcome, Side};
-pub use acufarm_core::qa::{Summary, quantile};
+pub use acufarm_core::qa::{Distribution, quantile};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PointStats {
     pub point: &'static str,
-    pub px: Summary,
+    pub px: Distribution,
     /// Drift divided by the inter-ocular distance of the original.
-    pub normalized: Summary,
+    pub normalized: Distribution,
 }
 
 /// Accumulates pair outcomes.
@@ -33,7 +33,7 @@ pub struct Statistics {
     pub discards: BTreeMap<&'static str, BTreeMap<&'static str, usize>>,
     pub points: Vec<PointStats>,
     /// The largest of the 8 drifts per pair.
-    pub max_of_points: Summary,
+    pub max_of_points: Distribution,
 }
 
 impl Accumulator {
@@ -68,8 +68,8 @@ impl Accumulator {
             measured: self.max.len(),
             discarded: self.discards.values().sum(),
             discards,
-            points: NAMES.iter().enumerate().map(|(i, &point)| PointStats { point, px: Summary::of(&self.px[i]), normalized: Summary::of(&self.normalized[i]) }).collect(),
-            max_of_points: Summary::of(&self.max),
+            points: NAMES.iter().enumerate().map(|(i, &point)| PointStats { point, px: Distribution::of(&self.px[i]), normalized: Distribution::of(&self.normalized[i]) }).collect(),
+            max_of_points: Distribution::of(&self.max),
         }
     }
 }
