@@ -4,7 +4,7 @@
 #   scripts/setup.sh runtime   ONNX Runtime 1.31.1 library (from the PyPI wheel) -> $ACUFARM_HOME/onnxruntime
 #   scripts/setup.sh dev       runtime + Python venv for the exporter, reference tests and benchmarks,
 #                              a MediaPipe venv for the landmark-drift agreement tests,
-#                              cargo-nextest, PostgreSQL and Redis running
+#                              rustfmt + clippy, cargo-nextest, PostgreSQL and Redis running
 #
 # ACUFARM_HOME defaults to ~/.cache/acufarm.
 set -euo pipefail
@@ -77,6 +77,16 @@ install_mediapipe_env() {
     "$REPO/scripts/requirements-mediapipe.txt"
 }
 
+install_rust_tools() {
+  # rustfmt and clippy for the test command's fmt and lint stages.
+  for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+      say "adding the $component component"
+      rustup component add "$component" >/dev/null
+    fi
+  done
+}
+
 install_nextest() {
   command -v cargo-nextest >/dev/null && return 0
   say "installing cargo-nextest"
@@ -101,6 +111,6 @@ start_services() {
 
 case "${1:-runtime}" in
   runtime) install_runtime ;;
-  dev) install_runtime; install_python_env; install_mediapipe_env; install_nextest; start_services ;;
+  dev) install_runtime; install_python_env; install_mediapipe_env; install_rust_tools; install_nextest; start_services ;;
   *) say "usage: scripts/setup.sh [runtime|dev]"; exit 2 ;;
 esac

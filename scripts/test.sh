@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (scripts/setup.sh dev), then runs the Rust suite
-# (unit + end-to-end through the real binary) and the Python reference suites (exporter checks,
-# sampler parity against k-diffusion, schedule vectors) and the landmark-drift agreement with
-# MediaPipe.
+# The test command: installs what the tests need (scripts/setup.sh dev), checks formatting and
+# lints, then runs the Rust suite (unit + end-to-end through the real binary), the Python reference
+# suites (exporter checks, sampler parity against k-diffusion, schedule vectors, tokenizer ids) and
+# the landmark-drift agreement with MediaPipe. Each stage prints how long it took; a table of all
+# stages closes the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 # The binary and the tests find ONNX Runtime and the Python environment under ACUFARM_HOME.
 export ACUFARM_HOME=${ACUFARM_HOME:-${HOME:-/root}/.cache/acufarm}
 
-scripts/setup.sh dev
+TIMES=()
+stage() {
+  local name=$1 started=$SECONDS rc=0
+  shift
+  echo "==> $name"
+  "$@" || rc=$?
+  TIMES+=("$(printf '%-22s %5d s%s' "$name" $((SECONDS - started)) "$([ $rc -eq 0 ] || echo "  FAILED (exit $rc)")")")
+  echo "==> $name: $((SECONDS - started)) s"
+  if [ $rc -ne 0 ]; then
+    summary
+    exit $rc
+  fi
+}
+summary() {
+  echo "==> stage times"
+  printf '  %s\n' "${TIMES[@]}"
+}
 
-cargo build --workspace --locked
-cargo nextest run --workspace --locked --no-fail-fast
-
-ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/py/bin/python" -m pytest -q -p no:cacheprovider models/tests tests/reference
-
+stage setup scripts/setup.sh dev
+stage fmt cargo fmt --all --check
+stage build cargo build --workspace --all-targets --locked
+stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+stage rust-tests cargo nextest run --workspace --locked --no-fail-fast
+stage python-reference env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/py/bin/python" -m pytest -q -p no:cacheprovider models/tests tests/reference
 # The Rust Face Mesh against mediapipe 0.10.21 itself (its own venv: it needs numpy < 2).
-ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/mediapipe/bin/python" -m pytest -q -p no:cacheprovider tests/drift
+stage python-drift env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/mediapipe/bin/python" -m pytest -q -p no:cacheprovider tests/drift
+summary

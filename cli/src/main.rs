@@ -3,7 +3,7 @@
 mod cmd;
 mod embedded;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 // The coordinator allocates and frees per job (JSON, protobuf, SQL rows) on every thread; glibc's
@@ -12,7 +12,12 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "acufarm", version, about = "Landmark-preserving diffusion augmentation on ONNX Runtime")]
+#[command(
+    name = "acufarm",
+    version,
+    about = "Landmark-preserving diffusion augmentation on ONNX Runtime",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification found problems, 4 timed out waiting."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,6 +53,11 @@ enum Command {
     Pause(cmd::admin::RunArgs),
     /// Resume a paused run.
     Resume(cmd::admin::RunArgs),
+    /// Print a shell completion script (e.g. `acufarm completions bash > /etc/bash_completion.d/acufarm`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,12 +81,16 @@ fn main() -> ExitCode {
         Command::Cancel(args) => cmd::admin::change(args, "cancel"),
         Command::Pause(args) => cmd::admin::change(args, "pause"),
         Command::Resume(args) => cmd::admin::change(args, "resume"),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "acufarm", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
+            eprintln!("{}", cmd::exit::report(&err));
+            ExitCode::from(cmd::exit::code(&err))
         }
     }
 }

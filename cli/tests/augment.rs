@@ -164,8 +164,9 @@ fn bad_inputs_get_one_clear_sentence() {
         (augment_args(&fc, &missing, &out, &[]), "cannot read image"),
         (augment_args(&fc, &corrupt, &out, &[]), "cannot decode image"),
         (augment_args(&fc, &input, &out, &["--depth", &depth]), "aspect ratios differ"),
-        (augment_args(&fc, &input, &out, &["--sampler", "ddim"]), "unknown sampler `ddim`"),
-        (augment_args(&fc, &input, &out, &["--scheduler", "exponential"]), "unknown scheduler `exponential`"),
+        // Named choices are refused by the flag parser (usage error, exit 2; the names follow).
+        (augment_args(&fc, &input, &out, &["--sampler", "ddim"]), "invalid value 'ddim' for '--sampler <SAMPLER>'"),
+        (augment_args(&fc, &input, &out, &["--scheduler", "exponential"]), "invalid value 'exponential' for '--scheduler <SCHEDULER>'"),
         (augment_args(&fc, &input, &out, &["--t0", "1.0"]), "t0 must be in [0, 1)"),
         (augment_args(&fc, &input, &out, &["--t0", "-0.2"]), "t0 must be in [0, 1)"),
         (augment_args(&fc, &input, &out, &["--ep", "rocm"]), "unknown execution provider"),
@@ -217,6 +218,8 @@ fn schedule_prints_sigmas_and_timesteps() {
     assert_eq!((sigmas.len(), timesteps.len()), (13, 12));
     assert_eq!(sigmas.last().unwrap().as_f64(), Some(0.0));
     assert_eq!(timesteps[0].as_u64(), Some(599)); // 999 − 8·49.95 = 599.4
-    let msg = error_of(&["schedule", "--scheduler", "ddim", "--steps", "4"]);
-    assert!(msg.contains("unknown scheduler"), "{msg}");
+    let out = acufarm(&["schedule", "--scheduler", "ddim", "--steps", "4"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("invalid value 'ddim' for '--scheduler <SCHEDULER>'") && stderr.contains("[possible values: sgm_uniform, normal, karras]"), "{stderr}");
 }

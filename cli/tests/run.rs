@@ -183,3 +183,86 @@ fn poison_inputs_fail_permanently_and_the_rest_succeed() {
     assert_eq!(std::fs::read_to_string(d.path("out/manifest.jsonl")).unwrap().lines().count(), 130);
     assert!(verify(&d.path("out")).status.success(), "the succeeded outputs verify");
 }
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let d = Dataset::new();
+    let out = d.run_command().args(["--dry-run", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["jobs"], 132);
+    assert_eq!(plan["shards"], serde_json::json!({"F_Grace_N_HA": 44, "M_Asher_N_HD": 44, "M_Novak_S_BD": 44}));
+    for (set, id) in [("male", "M_Asher_N_HD"), ("bald_male", "M_Novak_S_BD"), ("female", "F_Grace_N_HA")] {
+        assert_eq!(plan["prompt_sets"][set]["jobs"], 44, "{set}");
+        assert!(plan["prompt_sets"][set]["example_ids"][0].as_str().unwrap().starts_with(id), "{set}: {}", plan["prompt_sets"][set]);
+    }
+    assert_eq!(plan["filtered_out"], 300);
+    let cfg = plan["params"]["cfg"].as_array().unwrap();
+    assert!(cfg[0].as_f64().unwrap() >= 1.8 && cfg[1].as_f64().unwrap() <= 2.4 && cfg[0] != cfg[1], "cfg is drawn per job from [1.8, 2.4]: {cfg:?}");
+    assert_eq!(plan["first_jobs"].as_array().unwrap().len(), 5);
+    let text = d.run_command().arg("--dry-run").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("dry run of `acusim-relight`: would queue 132 jobs in 3 shards (300 left out by filters, 0 unresolved); nothing was written"), "{text}");
+    assert!(text.contains("first jobs:\n  train/image/img_512/"), "{text}");
+    assert!(!d.path("state").exists() && !d.path("out").exists(), "a dry run wrote files");
+}
+
+#[test]
+fn a_spec_with_several_problems_reports_them_all_and_writes_nothing() {
+    let d = Dataset::new();
+    let spec = std::fs::read_to_string(d.path("spec.toml")).unwrap();
+    let bad = spec.replace("sampler = \"dpmpp_2m\"", "sampler = \"dpmpp2m\"").replace("cfg = [1.8, 2.4]", "cfg = [2.4, 1.8]").replace("t0 = 0.4", "t0 = 1.0").replace("[retry]", "[retry]\nmax_tries = 3");
+    std::fs::write(d.path("spec.toml"), bad).unwrap();
+    let out = d.run_command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has 4 problems"), "{stderr}");
+    for needle in ["unknown sampler `dpmpp2m`; choose one of dpmpp_2m, euler", "`sampler.cfg` range [2.4, 1.8] runs backwards", "`sampler.t0` is 1, but it must be in [0, 1)", "unknown key `retry.max_tries`"] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    assert!(!d.path("state").exists() && !d.path("out").exists(), "a refused spec wrote files");
+}
+
+/// sha256 of every output by path, from a run's manifest.
+fn output_hashes(manifest: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(manifest)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            (row["output"]["path"].as_str().unwrap().to_string(), row["output"]["sha256"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn one_two_and_four_workers_render_the_same_bytes() {
+    let d = Dataset::new();
+    let spec = std::fs::read_to_string(d.path("spec.toml")).unwrap();
+    let library = std::fs::read_dir(format!("{}/onnxruntime", std::env::var("ACUFARM_HOME").unwrap_or_else(|_| format!("{}/.cache/acufarm", std::env::var("HOME").unwrap()))))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("libonnxruntime.so"))
+        .expect("scripts/setup.sh installed ONNX Runtime");
+    let mut runs = Vec::new();
+    // Without ORT_DYLIB_PATH, with it naming the library, and with it set but empty (= unset).
+    for (workers, ort) in [(1, None), (2, Some(library.display().to_string())), (4, Some(String::new()))] {
+        let out_dir = d.path(&format!("out-{workers}"));
+        let file = d.path(&format!("spec-{workers}.toml"));
+        std::fs::write(&file, spec.replace(&format!("file://{}", d.path("out").display()), &format!("file://{}", out_dir.display()))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_acufarm"));
+        cmd.arg("run").arg(&file).arg("--bundle").arg(repo().join("models/tiny/fc")).arg("--state-dir").arg(d.path(&format!("state-{workers}"))).arg("--quiet").arg("--workers").arg(workers.to_string());
+        cmd.env_remove("ORT_DYLIB_PATH");
+        if let Some(value) = &ort {
+            cmd.env("ORT_DYLIB_PATH", value);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "--workers {workers} (ORT_DYLIB_PATH {ort:?}): {}", String::from_utf8_lossy(&out.stderr));
+        let hashes = output_hashes(&out_dir.join("manifest.jsonl"));
+        assert_eq!(hashes.len(), 132, "--workers {workers}");
+        runs.push((workers, hashes));
+    }
+    for (workers, hashes) in &runs[1..] {
+        assert!(hashes == &runs[0].1, "--workers {workers} rendered other bytes than --workers 1");
+    }
+}

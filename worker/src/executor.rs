@@ -100,8 +100,8 @@ pub fn sampler_params(job: &JobSpec) -> Result<SamplerParams, JobError> {
     let p = &job.params;
     let partial = Partial::from_options(p.t0, p.denoise);
     Ok(SamplerParams {
-        sampler: p.sampler.parse().map_err(|e| JobError::permanent(format!("{e}")))?,
-        scheduler: p.scheduler.parse().map_err(|e| JobError::permanent(format!("{e}")))?,
+        sampler: p.sampler,
+        scheduler: p.scheduler,
         steps: p.steps,
         partial,
     })
@@ -121,16 +121,16 @@ pub async fn fetch(job: &JobSpec, roots: &Roots<'_>, scenes: &mut SceneCache) ->
         None => None,
     };
     let depth_gray = depth.map(|d| image::DynamicImage::ImageRgb8(d.rgb).to_luma8());
-    let mode = conditioning::parse_mode(&job.params.foreground, job.params.color_key_tolerance).map_err(|e| JobError::permanent(e.to_string()))?;
+    let mode = conditioning::ForegroundMode::new(job.params.foreground, job.params.color_key_tolerance);
     let mask = conditioning::foreground_mask(&source, mode, depth_gray.as_ref()).map_err(|e| JobError::permanent(format!("{}: {e}", job.source)))?;
     let scene = match &job.scene {
         Some(choice) => Some(Scene { key: choice.path.clone(), image: scenes.get(roots.scenes, &choice.path).await? }),
         None => None,
     };
-    let background = match job.params.background.as_str() {
-        "scene" => Background::Scene,
-        "gray" => Background::Gray,
-        path => Background::Image(scenes.get(roots.scenes, path).await?.as_ref().clone()),
+    let background = match &job.params.background {
+        acufarm_core::Background::Scene => Background::Scene,
+        acufarm_core::Background::Gray => Background::Gray,
+        acufarm_core::Background::Image(path) => Background::Image(scenes.get(roots.scenes, path).await?.as_ref().clone()),
     };
     Ok(Fetched { source_sha256: sha256_bytes(&bytes), source, mask, scene, background, seconds: started.elapsed().as_secs_f64() })
 }

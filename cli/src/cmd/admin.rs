@@ -34,6 +34,13 @@ pub struct SubmitArgs {
     /// Replace an existing run of the same name.
     #[arg(long)]
     force: bool,
+    /// Resolve the spec on the coordinator and print the plan (jobs, shards, prompt sets,
+    /// parameter ranges, the first jobs); nothing is written or queued.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -48,7 +55,7 @@ pub struct StatusArgs {
     /// Wait until the run has no queued or leased jobs, then have the manifest written.
     #[arg(long, requires = "run")]
     wait: bool,
-    /// Give up waiting after this many seconds (exit 1).
+    /// Give up waiting after this many seconds (exit 4).
     #[arg(long, default_value_t = 3600)]
     wait_timeout: u64,
     /// Failed jobs listed per run.
@@ -70,6 +77,9 @@ pub struct ResubmitArgs {
     /// A corrected spec (e.g. a fixed sample-id grammar) to re-resolve against; the run keeps it.
     #[arg(long)]
     spec: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -77,6 +87,9 @@ pub struct ResubmitArgs {
 #[derive(clap::Args)]
 pub struct RunArgs {
     run: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -132,7 +145,7 @@ fn refused(status: tonic::Status) -> anyhow::Error {
 /// Reads the files a spec names relative to itself, to ship them with it.
 fn spec_files(spec_path: &Path, spec: &acufarm_core::RunSpec) -> anyhow::Result<Vec<pb::SpecFile>> {
     let dir = spec_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    acufarm_coordinator::service::spec_files(spec)
+    spec.shipped_files()
         .into_iter()
         .map(|name| {
             let path = dir.join(&name);
@@ -164,12 +177,26 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
             files,
             force: args.force,
             bundle_sha256: bundle.sha256.clone(),
+            dry_run: args.dry_run,
         };
         let answer = client.submit(request).await.map_err(refused)?.into_inner();
-        println!(
-            "submitted run {} (id {}): {} jobs in {} shards ({} images with unparseable ids, {} left out by filters)",
-            answer.name, answer.run_id, answer.jobs, answer.shards, answer.unresolved, answer.filtered_out
-        );
+        if args.dry_run {
+            let plan: acufarm_core::plan::Plan = serde_json::from_str(&answer.plan_json).context("the coordinator sent a plan this CLI cannot read; use the same acufarm version on both")?;
+            match args.json {
+                true => println!("{}", serde_json::to_string_pretty(&plan)?),
+                false => print!("{}", plan.describe()),
+            }
+            return Ok(());
+        }
+        if args.json {
+            let answer = json!({"run_id": answer.run_id, "name": answer.name, "jobs": answer.jobs, "shards": answer.shards, "unresolved": answer.unresolved, "filtered_out": answer.filtered_out});
+            println!("{answer}");
+        } else {
+            println!(
+                "submitted run {} (id {}): {} jobs in {} shards ({} images with unparseable ids, {} left out by filters)",
+                answer.name, answer.run_id, answer.jobs, answer.shards, answer.unresolved, answer.filtered_out
+            );
+        }
         Ok(())
     })
 }
@@ -287,7 +314,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 break client.status(request.clone()).await.map(|answer| answer.into_inner()).unwrap_or(status);
             }
             if started.elapsed() > Duration::from_secs(args.wait_timeout) {
-                bail!("run {} still has queued or leased jobs after {} s; check the workers (`acufarm status`)", args.run.as_deref().unwrap_or_default(), args.wait_timeout);
+                return Err(super::exit::TimedOut(format!(
+                    "run {} still has queued or leased jobs after {} s; nothing is lost, check the workers (`acufarm status`) and wait again",
+                    args.run.as_deref().unwrap_or_default(),
+                    args.wait_timeout
+                ))
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
@@ -313,7 +345,11 @@ pub fn resubmit(args: ResubmitArgs) -> anyhow::Result<()> {
         let mut client = connect(&args.connection).await?;
         let request = pb::ResubmitRequest { run: args.run.clone(), failed: args.failed, shards: args.shard.clone(), spec_toml, spec_path, files };
         let answer = client.resubmit(request).await.map_err(refused)?.into_inner();
-        println!("requeued {} failed jobs of run {} ({} still do not resolve and will fail again with the reason)", answer.requeued, args.run, answer.unresolved);
+        if args.json {
+            println!("{}", json!({"run": args.run, "requeued": answer.requeued, "unresolved": answer.unresolved}));
+        } else {
+            println!("requeued {} failed jobs of run {} ({} still do not resolve and will fail again with the reason)", answer.requeued, args.run, answer.unresolved);
+        }
         Ok(())
     })
 }
@@ -330,7 +366,11 @@ pub fn change(args: RunArgs, action: &str) -> anyhow::Result<()> {
         }
         .map_err(refused)?
         .into_inner();
-        println!("run {} is now {}", args.run, answer.state);
+        if args.json {
+            println!("{}", json!({"run": args.run, "state": answer.state}));
+        } else {
+            println!("run {} is now {}", args.run, answer.state);
+        }
         Ok(())
     })
 }

@@ -1,7 +1,7 @@
 //! `acufarm augment`: one image in, one relit image out, through the bundle's full pipeline.
 //! Values come from flags, then the run spec, then the defaults below.
 
-use acufarm_core::{RunSpec, resolve};
+use acufarm_core::{Foreground, RunSpec, resolve};
 use acufarm_worker::pipeline::conditioning::{self, Background, ForegroundMode};
 use acufarm_worker::pipeline::engine::{Pipeline, PipelineOptions, RenderRequest, SamplerParams, Scene, Strengths};
 use acufarm_worker::pipeline::image_io;
@@ -64,20 +64,23 @@ pub struct Args {
     #[arg(long, allow_negative_numbers = true)]
     ic_multiplier: Option<f32>,
     /// dpmpp_2m or euler [default: dpmpp_2m].
-    #[arg(long)]
-    sampler: Option<String>,
+    #[arg(long, value_parser = super::choice::<SamplerKind>(SamplerKind::STRS))]
+    sampler: Option<SamplerKind>,
     /// sgm_uniform, normal or karras [default: sgm_uniform].
-    #[arg(long)]
-    scheduler: Option<String>,
+    #[arg(long, value_parser = super::choice::<SchedulerKind>(SchedulerKind::STRS))]
+    scheduler: Option<SchedulerKind>,
     /// Foreground mask: color_key, depth or none [default: depth with --depth, else color_key].
-    #[arg(long)]
-    foreground: Option<String>,
+    #[arg(long, value_parser = super::choice::<Foreground>(Foreground::STRS))]
+    foreground: Option<Foreground>,
     /// Background image for fbc bundles (default: the scene, or flat gray without one).
     #[arg(long)]
     background: Option<PathBuf>,
     /// Execution providers in priority order, e.g. tensorrt,cuda,cpu.
     #[arg(long, default_value = "cpu")]
     ep: String,
+    /// Print what was written (path, steps, sampler, seed, seconds) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
     /// Threads per operator (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -113,8 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let defaults = job.as_ref().map(|j| j.params.clone()).unwrap_or_default();
 
     // Settings first, so a typo fails before any heavy work.
-    let sampler: SamplerKind = args.sampler.as_deref().unwrap_or(&defaults.sampler).parse()?;
-    let scheduler: SchedulerKind = args.scheduler.as_deref().unwrap_or(&defaults.scheduler).parse()?;
+    let sampler: SamplerKind = args.sampler.unwrap_or(defaults.sampler);
+    let scheduler: SchedulerKind = args.scheduler.unwrap_or(defaults.scheduler);
     let steps = args.steps.unwrap_or(defaults.steps);
     let partial = match (args.t0, args.denoise) {
         (None, None) => Partial::from_options(defaults.t0, defaults.denoise),
@@ -126,8 +129,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ipa_weight: args.ipa_weight.unwrap_or(defaults.ipa_weight),
         ic_multiplier: args.ic_multiplier.unwrap_or(defaults.ic_multiplier),
     };
-    let default_mode = if args.depth.is_some() && job.is_none() { "depth" } else { &defaults.foreground };
-    let mode = conditioning::parse_mode(args.foreground.as_deref().unwrap_or(default_mode), defaults.color_key_tolerance)?;
+    let default_mode = if args.depth.is_some() && job.is_none() { Foreground::Depth } else { defaults.foreground };
+    let mode = ForegroundMode::new(args.foreground.unwrap_or(default_mode), defaults.color_key_tolerance);
     let eps = runtime::parse_ep_list(&args.ep)?;
 
     let (prompt, negative) = match (&args.prompt, &job) {
@@ -150,11 +153,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Some(Scene { key: path.display().to_string(), image: Arc::new(load_image(path, "scene")?) }),
         None => None,
     };
-    let background = match (&args.background, defaults.background.as_str()) {
+    let background = match (&args.background, &defaults.background) {
         (Some(path), _) => Background::Image(load_image(path, "background")?),
-        (None, "scene") => Background::Scene,
-        (None, "gray") => Background::Gray,
-        (None, path) => Background::Image(load_image(&spec_dir.join(path), "background")?),
+        (None, acufarm_core::Background::Scene) => Background::Scene,
+        (None, acufarm_core::Background::Gray) => Background::Gray,
+        (None, acufarm_core::Background::Image(path)) => Background::Image(load_image(&spec_dir.join(path), "background")?),
     };
     let noise = match &args.noise_in {
         Some(path) => Some(npy::read(path).map_err(|e| anyhow!("{e}"))?.data),
@@ -184,6 +187,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let wall = started.elapsed().as_secs_f64();
     tracing::info!(timings = %serde_json::to_string(&pipeline.timings).unwrap_or_default(), "seconds inside ONNX Runtime per graph");
     let ort = pipeline.timings.total_ort();
+    if args.json {
+        let answer = serde_json::json!({
+            "output": args.output,
+            "steps": pipeline.sigmas(&params)?.len() - 1,
+            "sampler": sampler.as_str(),
+            "scheduler": scheduler.as_str(),
+            "seed": seed,
+            "bundle": pipeline.bundle().manifest.name,
+            "seconds": wall,
+            "seconds_in_onnx_runtime": ort,
+        });
+        println!("{answer}");
+    }
     eprintln!(
         "wrote {} ({} steps of {sampler}/{scheduler}, bundle {}, {} s, {:.0}% inside ONNX Runtime)",
         args.output.display(),

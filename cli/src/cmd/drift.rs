@@ -46,6 +46,9 @@ pub struct DriftArgs {
     /// Images measured at once [default: one per core].
     #[arg(long)]
     threads: Option<usize>,
+    /// Print the summary (counts and per-point statistics) as JSON on stdout instead of drift.md.
+    #[arg(long)]
+    json: bool,
     /// Pairs drawn in worst_pairs.png.
     #[arg(long, default_value_t = 6)]
     worst: usize,
@@ -478,7 +481,21 @@ pub fn drift(args: DriftArgs) -> anyhow::Result<()> {
         }
         drift_plot::overlay(&args.out.join("worst_pairs.png"), &panels)?;
     }
-    print!("{md}");
+    if args.json {
+        let summary = serde_json::json!({
+            "pairs": report.pairs,
+            "measured": report.measured,
+            "discarded": report.discarded,
+            "unreadable": report.unreadable,
+            "original_only": report.original_only.len(),
+            "augmented_only": report.augmented_only.len(),
+            "statistics": report.statistics,
+            "report": args.out.join("drift.json"),
+        });
+        println!("{summary}");
+    } else {
+        print!("{md}");
+    }
     let per_image = |ns: &AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e6 / (2 * pairs.len()) as f64;
     eprintln!(
         "measured {} pairs in {seconds:.3} s ({:.1} pairs/s; per image {:.2} ms decoding, {:.2} ms face mesh)",

@@ -5,8 +5,8 @@ use acufarm_worker::pipeline::schedule::{self, Partial, SchedulerKind, SigmaTabl
 #[derive(clap::Args)]
 pub struct Args {
     /// sgm_uniform, normal or karras.
-    #[arg(long, default_value = "sgm_uniform")]
-    scheduler: String,
+    #[arg(long, default_value = "sgm_uniform", value_parser = super::choice::<SchedulerKind>(SchedulerKind::STRS))]
+    scheduler: SchedulerKind,
     /// Steps of the full schedule.
     #[arg(long)]
     steps: u32,
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let kind: SchedulerKind = args.scheduler.parse()?;
+    let kind = args.scheduler;
     let table = SigmaTable::sd15();
     let sigmas = schedule::schedule(&table, kind, args.steps, Partial::from_options(args.t0, args.denoise))?;
     let timesteps = schedule::timesteps(&table, &sigmas);

@@ -2,7 +2,7 @@
 //! reports each problem by path — missing, changed, listed twice, or present but not listed.
 
 use acufarm_core::manifest::{self, ManifestRow};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -103,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let count = |kind: fn(&Problem) -> bool| problems.iter().filter(|p| kind(p)).count();
-    bail!(
+    Err(super::exit::ProblemsFound(format!(
         "{} problems in {} ({} missing, {} changed, {} duplicate, {} unlisted); restore the listed files or resubmit their shards",
         problems.len(),
         args.output.display(),
@@ -111,5 +111,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         count(|p| matches!(p, Problem::Changed { .. })),
         count(|p| matches!(p, Problem::Duplicate { .. })),
         count(|p| matches!(p, Problem::Unlisted { .. })),
-    )
+    ))
+    .into())
 }

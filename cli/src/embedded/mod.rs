@@ -49,9 +49,16 @@ pub struct Args {
     /// Start the run over even if a run of this name exists in the state directory.
     #[arg(long)]
     force: bool,
-    /// No progress line (for logs).
+    /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// Resolve the spec and print the plan (jobs, shards, prompt sets, parameter ranges, the
+    /// first jobs); nothing is written and the bundle is not loaded.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the plan (with --dry-run) or the run's result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What every worker thread shares.
@@ -81,6 +88,15 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let dataset = spec.dataset.clone().ok_or_else(|| anyhow!("run spec {} has no [dataset] section; add input, output and images (see examples/acusim.toml)", args.spec.display()))?;
     let spec_dir = args.spec.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let input = Storage::open(&dataset.input)?;
+    if args.dry_run {
+        let resolution = resolve_files(&spec, &input).await?;
+        let plan = acufarm_core::plan::Plan::new(&spec, &resolution);
+        match args.json {
+            true => println!("{}", serde_json::to_string_pretty(&plan)?),
+            false => print!("{}", plan.describe()),
+        }
+        return Ok(());
+    }
     let output = Storage::open(&dataset.output)?;
     let scenes = Storage::open(&format!("file://{}", spec_dir.canonicalize().unwrap_or(spec_dir.clone()).display()))?;
 
@@ -119,11 +135,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             run.id
         }
         _ => {
-            let files = input.list("").await?;
-            let resolution = resolve::resolve_run(&spec, &files)?;
-            if resolution.jobs.is_empty() && resolution.rejected.is_empty() {
-                bail!("no images found under {} in {} (after filters: {} left out); check `dataset.images` and `[filters]`", dataset.images.join(", "), dataset.input, resolution.filtered_out);
-            }
+            let resolution = resolve_files(&spec, &input).await?;
             let run = runs::plan_run(&spec, &spec_text, &resolution, &bundle_ref.sha256)?;
             output.clean_staging(Some(&spec.run.name)).await?;
             store.create_run(&run, args.force, now).await?
@@ -170,6 +182,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     if let Some(qa) = &summary.qa {
         eprintln!("{}", acufarm_core::qa::describe(qa));
     }
+    if args.json {
+        let c = &status.counts;
+        let qa = summary.qa.as_ref().map(serde_json::to_value).transpose()?;
+        println!("{}", serde_json::json!({"run": spec.run.name, "succeeded": c.succeeded, "failed": c.failed, "manifest_rows": summary.outputs, "output": dataset.output, "qa": qa}));
+    }
     if status.counts.failed > 0 {
         bail!(
             "{} jobs of run {} failed, each with its reason in a warning above; fix those inputs and run the same command again with --force",
@@ -178,6 +195,17 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Lists the input and resolves the spec against it; an empty result is an error.
+async fn resolve_files(spec: &RunSpec, input: &Storage) -> anyhow::Result<resolve::Resolution> {
+    let dataset = spec.dataset.as_ref().expect("checked by the caller");
+    let files = input.list("").await?;
+    let resolution = resolve::resolve_run(spec, &files)?;
+    if resolution.jobs.is_empty() && resolution.rejected.is_empty() {
+        bail!("no images found under {} in {} (after filters: {} left out); check `dataset.images` and `[filters]`", dataset.images.join(", "), dataset.input, resolution.filtered_out);
+    }
+    Ok(resolution)
 }
 
 /// One in-process worker: lease a batch, fetch, render, stage, commit, report; until no job is left.

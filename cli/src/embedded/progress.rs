@@ -1,10 +1,15 @@
-//! The progress line of an embedded run: done/total, images per second and ETA, redrawn once a
-//! second on stderr (or not at all with `--quiet`).
+//! The progress of an embedded run: done/total, images per second and ETA. On a terminal an
+//! indicatif bar on stderr; in a log (stderr not a terminal) one plain line every few seconds, so
+//! no `\r` frames end up in files; nothing at all with `--quiet`.
 
-use std::io::Write;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// How often a log gets a progress line.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Progress {
     total: u64,
@@ -15,9 +20,11 @@ pub struct Progress {
     started: Instant,
     quiet: bool,
     finished: AtomicBool,
+    /// The terminal's bar; `None` in a log or with `--quiet`.
+    bar: Option<ProgressBar>,
 }
 
-/// Stops the redraw thread when dropped.
+/// Stops the plain-line thread when dropped.
 pub struct Ticker(Arc<Progress>);
 
 impl Drop for Ticker {
@@ -28,16 +35,33 @@ impl Drop for Ticker {
 
 impl Progress {
     pub fn new(total: u64, initial: u64, quiet: bool) -> Self {
-        Self { total, initial, done: AtomicU64::new(initial), failed: AtomicU64::new(0), started: Instant::now(), quiet, finished: AtomicBool::new(false) }
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("[{bar:30}] {pos}/{len} jobs ({msg}), {per_sec}, ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+            );
+            bar.set_position(initial);
+            bar.reset_eta();
+            bar.set_message("0 failed");
+            bar
+        });
+        Self { total, initial, done: AtomicU64::new(initial), failed: AtomicU64::new(0), started: Instant::now(), quiet, finished: AtomicBool::new(false), bar }
     }
 
     pub fn add(&self, done: u64, failed: u64) {
         self.done.fetch_add(done, Ordering::Relaxed);
-        self.failed.fetch_add(failed, Ordering::Relaxed);
+        let failed = self.failed.fetch_add(failed, Ordering::Relaxed) + failed;
+        if let Some(bar) = &self.bar {
+            bar.inc(done);
+            bar.set_message(format!("{failed} failed"));
+        }
     }
 
     pub fn note(&self, text: &str) {
-        eprintln!("{text}");
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
     }
 
     pub fn line(&self) -> String {
@@ -46,19 +70,20 @@ impl Progress {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
         let rate = (done - self.initial) as f64 / elapsed;
         let eta = if rate > 0.0 { format_duration(Duration::from_secs_f64((self.total - done.min(self.total)) as f64 / rate)) } else { "--".into() };
-        let width = 30usize;
-        let filled = if self.total == 0 { width } else { (done as usize * width / self.total as usize).min(width) };
-        format!("[{}{}] {done}/{} jobs ({failed} failed), {rate:.2} img/s, ETA {eta}", "=".repeat(filled), " ".repeat(width - filled), self.total)
+        format!("progress: {done}/{} jobs ({failed} failed), {rate:.2} img/s, ETA {eta}", self.total)
     }
 
     pub fn start(self: Arc<Self>) -> Ticker {
-        if !self.quiet {
+        if !self.quiet && self.bar.is_none() {
             let me = self.clone();
             std::thread::spawn(move || {
+                let mut last = Instant::now();
                 while !me.finished.load(Ordering::Relaxed) {
-                    eprint!("\r{}", me.line());
-                    let _ = std::io::stderr().flush();
-                    std::thread::sleep(Duration::from_secs(1));
+                    std::thread::sleep(Duration::from_millis(200));
+                    if last.elapsed() >= PLAIN_EVERY && !me.finished.load(Ordering::Relaxed) {
+                        eprintln!("{}", me.line());
+                        last = Instant::now();
+                    }
                 }
             });
         }
@@ -67,8 +92,10 @@ impl Progress {
 
     pub fn finish(&self) {
         self.finished.store(true, Ordering::Relaxed);
-        if !self.quiet {
-            eprintln!("\r{}", self.line());
+        match &self.bar {
+            Some(bar) => bar.finish(),
+            None if !self.quiet => eprintln!("{}", self.line()),
+            None => {}
         }
     }
 }
@@ -89,7 +116,7 @@ mod tests {
     #[test]
     fn line_shows_counts_rate_and_eta() {
         let p = Progress::new(10, 4, true);
-        assert!(p.line().starts_with("[============                  ] 4/10 jobs (0 failed), 0.00 img/s, ETA --"), "{}", p.line());
+        assert!(p.line().starts_with("progress: 4/10 jobs (0 failed), 0.00 img/s, ETA --"), "{}", p.line());
         p.add(2, 1);
         assert!(p.line().contains("6/10 jobs (1 failed)"), "{}", p.line());
         assert_eq!(format_duration(Duration::from_secs(3725)), "1h02m");

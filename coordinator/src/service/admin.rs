@@ -12,7 +12,7 @@ use acufarm_proto::v1 as pb;
 use acufarm_storage::{SHIPPED, Storage};
 use bytes::Bytes;
 use chrono::Utc;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use tonic::{Request, Response, Status};
 
@@ -20,22 +20,6 @@ pub(crate) struct AdminService<S>(pub Coordinator<S>);
 
 /// Failed jobs listed per run when the request does not say.
 const DEFAULT_FAILURES: u32 = 20;
-
-/// Files a spec names relative to itself: its scene images and a background image.
-pub fn spec_files(spec: &RunSpec) -> BTreeSet<String> {
-    let mut files: BTreeSet<String> = spec.scenes.images.iter().cloned().collect();
-    if let Some(background) = spec.conditioning.background.as_ref()
-        && background != "scene"
-        && background != "gray"
-    {
-        files.insert(background.clone());
-    }
-    files
-}
-
-fn safe_relative(path: &str) -> bool {
-    !path.is_empty() && !path.starts_with('/') && !path.contains('\\') && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
-}
 
 fn parse_spec(text: &str, path: &str) -> Result<RunSpec, Status> {
     let shown = if path.is_empty() { "<submitted spec>" } else { path };
@@ -52,12 +36,8 @@ fn parse_spec(text: &str, path: &str) -> Result<RunSpec, Status> {
 /// that every file the spec names was sent.
 async fn ship_files(spec: &RunSpec, files: &[pb::SpecFile], output: &Storage, spec_path: &str) -> Result<(), Status> {
     let sent: HashMap<&str, &pb::SpecFile> = files.iter().map(|file| (file.path.as_str(), file)).collect();
-    for name in spec_files(spec) {
-        if !safe_relative(&name) {
-            return Err(Status::invalid_argument(format!(
-                "{spec_path} names the file `{name}`, which is not a plain relative path; give scene images as paths relative to the spec, without `..`"
-            )));
-        }
+    // The spec's checks refused any name that is not a plain relative path.
+    for name in spec.shipped_files() {
         let file = sent.get(name.as_str()).ok_or_else(|| {
             Status::invalid_argument(format!("{spec_path} names `{name}`, but it was not sent with the spec; put it beside the spec (paths are relative to it)"))
         })?;
@@ -172,8 +152,22 @@ impl<S: Store> Admin for AdminService<S> {
                 resolution.filtered_out
             )));
         }
-        ship_files(&spec, &request.files, &output, &request.spec_path).await?;
         let new_run = runs::plan_run(&spec, &request.spec_toml, &resolution, &request.bundle_sha256).map_err(|e| Status::internal(e.to_string()))?;
+        if request.dry_run {
+            let plan = acufarm_core::plan::Plan::new(&spec, &resolution);
+            return Ok(Response::new(pb::SubmitResponse {
+                run_id: 0,
+                name: spec.run.name.clone(),
+                jobs: new_run.jobs.len() as u64,
+                shards: new_run.shards.len() as u64,
+                unresolved: resolution.rejected.len() as u64,
+                filtered_out: resolution.filtered_out as u64,
+                plan_json: serde_json::to_string(&plan).map_err(|e| Status::internal(e.to_string()))?,
+            }));
+        }
+        // Storage is touched only now, after every check: the spec's (run name included), the
+        // bundle, the name, the listing and the plan.
+        ship_files(&spec, &request.files, &output, &request.spec_path).await?;
         output.clean_staging(Some(&spec.run.name)).await.map_err(storage_status)?;
         let run_id = store.create_run(&new_run, request.force, Utc::now()).await.map_err(store_status)?;
         for file in &dataset.copy {
@@ -189,6 +183,7 @@ impl<S: Store> Admin for AdminService<S> {
             shards: new_run.shards.len() as u64,
             unresolved: resolution.rejected.len() as u64,
             filtered_out: resolution.filtered_out as u64,
+            plan_json: String::new(),
         }))
     }
 
@@ -291,20 +286,5 @@ impl<S: Store> Admin for AdminService<S> {
             run.output.clean_staging(Some(&info.name)).await.map_err(storage_status)?;
         }
         Ok(Response::new(pb::WriteManifestResponse { rows: summary.outputs as u64, output_url: run.output_url.clone() }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shipped_paths_must_be_plain_relative_paths() {
-        for good in ["scenes/warm_room.png", "a.png", "x/y/z.jpg"] {
-            assert!(safe_relative(good), "{good}");
-        }
-        for bad in ["", "/etc/passwd", "../x.png", "scenes/../../x.png", "a//b.png", "./a.png", "c:\\x.png"] {
-            assert!(!safe_relative(bad), "{bad}");
-        }
     }
 }

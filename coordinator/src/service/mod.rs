@@ -4,7 +4,6 @@
 //! restarted coordinator serves the same workers and runs from the database.
 
 mod admin;
-pub use admin::spec_files;
 mod worker;
 
 use crate::config::Config;

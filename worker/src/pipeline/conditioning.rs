@@ -2,6 +2,7 @@
 //! the `fbc` background, and the CLIP image for IP-Adapter (DESIGN §4).
 
 use crate::pipeline::image_io::{self, SourceImage};
+use acufarm_core::choice::Foreground;
 use image::{GrayImage, RgbImage, imageops::FilterType};
 
 /// Where the background was, in the foreground image.
@@ -26,16 +27,16 @@ pub enum ConditioningError {
     DepthAspect { dw: u32, dh: u32, iw: u32, ih: u32 },
     #[error("--foreground depth needs a depth map; pass --depth IMG or choose --foreground color_key")]
     DepthMissing,
-    #[error("unknown foreground mode `{0}`; choose color_key, depth or none")]
-    UnknownMode(String),
 }
 
-pub fn parse_mode(name: &str, tolerance: u8) -> Result<ForegroundMode, ConditioningError> {
-    match name {
-        "color_key" => Ok(ForegroundMode::ColorKey { tolerance }),
-        "depth" => Ok(ForegroundMode::Depth),
-        "none" => Ok(ForegroundMode::None),
-        other => Err(ConditioningError::UnknownMode(other.to_string())),
+impl ForegroundMode {
+    /// The mask rule of a spec's (or flag's) foreground choice.
+    pub fn new(choice: Foreground, tolerance: u8) -> Self {
+        match choice {
+            Foreground::ColorKey => Self::ColorKey { tolerance },
+            Foreground::Depth => Self::Depth,
+            Foreground::None => Self::None,
+        }
     }
 }
 

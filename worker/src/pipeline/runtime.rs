@@ -111,7 +111,8 @@ pub fn acufarm_home() -> PathBuf {
 /// Finds the ONNX Runtime library following the documented search order.
 pub fn locate_library() -> Result<PathBuf, RuntimeError> {
     let mut looked = Vec::new();
-    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+    // An empty value (`ORT_DYLIB_PATH=`) means unset, as shells and container specs write it.
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         if path.is_file() {
             return Ok(path);
@@ -161,11 +162,27 @@ unsafe fn libc_dlopen_probe(name: &Path) -> bool {
     true
 }
 
+/// ONNX Runtime allows one environment per process (ort refuses a second `build`, even after the
+/// first is dropped), so every pipeline of the process — embedded mode's N workers, the QA gate's
+/// face models — shares this one, made on first use. A failed load is not cached: the next call
+/// tries again.
+static ENVIRONMENT: std::sync::Mutex<Option<(PathBuf, Environment)>> = std::sync::Mutex::new(None);
+
+fn environment() -> Result<(PathBuf, Environment), RuntimeError> {
+    let mut slot = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(env) = slot.as_ref() {
+        return Ok(env.clone());
+    }
+    let library = locate_library()?;
+    let load = |reason: String| RuntimeError::Load { path: library.clone(), reason };
+    let env = ort::init_from(&library).map_err(|e| load(e.to_string()))?.with_name("acufarm").build().map_err(|e| load(e.to_string()))?;
+    *slot = Some((library.clone(), env.clone()));
+    Ok((library, env))
+}
+
 impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Self, RuntimeError> {
-        let library = locate_library()?;
-        let load = |reason: String| RuntimeError::Load { path: library.clone(), reason };
-        let env = ort::init_from(&library).map_err(|e| load(e.to_string()))?.with_name("acufarm").build().map_err(|e| load(e.to_string()))?;
+        let (library, env) = environment()?;
         for ep in &options.eps {
             match ep {
                 Ep::Cuda if !cfg!(feature = "cuda") => return Err(RuntimeError::NotCompiled("cuda")),

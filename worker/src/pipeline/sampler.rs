@@ -3,38 +3,8 @@
 //! The sampler sees the model only as `denoised = D(x, σ)`; EPS scaling, CFG and conditioning live
 //! in the caller, so the update rules stay pure and unit-testable.
 
-use std::fmt;
-use std::str::FromStr;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SamplerKind {
-    DpmPp2m,
-    Euler,
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown sampler `{0}`; choose one of dpmpp_2m, euler")]
-pub struct UnknownSampler(pub String);
-
-impl FromStr for SamplerKind {
-    type Err = UnknownSampler;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "dpmpp_2m" => Ok(Self::DpmPp2m),
-            "euler" => Ok(Self::Euler),
-            other => Err(UnknownSampler(other.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for SamplerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::DpmPp2m => "dpmpp_2m",
-            Self::Euler => "euler",
-        })
-    }
-}
+/// The sampler names are defined once, in core (specs and job specs carry them).
+pub use acufarm_core::choice::Sampler as SamplerKind;
 
 /// Walks `sigmas` from `x`, calling `denoise(x, σ_i, i)` once per step; returns the final latents.
 pub fn sample<E>(

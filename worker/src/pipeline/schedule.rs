@@ -3,8 +3,6 @@
 //! The sigma table is built in f64 and stored as f32 like ComfyUI's `ModelSamplingDiscrete`;
 //! schedulers return f32 sigmas ending in 0, as ComfyUI's `FloatTensor` does.
 
-use std::fmt;
-use std::str::FromStr;
 
 const TRAIN_STEPS: usize = 1000;
 const BETA_START: f64 = 0.00085;
@@ -72,38 +70,8 @@ impl SigmaTable {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SchedulerKind {
-    SgmUniform,
-    Normal,
-    Karras,
-}
-
-impl SchedulerKind {
-    pub const NAMES: &'static str = "sgm_uniform, normal, karras";
-}
-
-impl FromStr for SchedulerKind {
-    type Err = ScheduleError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "sgm_uniform" => Ok(Self::SgmUniform),
-            "normal" => Ok(Self::Normal),
-            "karras" => Ok(Self::Karras),
-            other => Err(ScheduleError::UnknownScheduler(other.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for SchedulerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::SgmUniform => "sgm_uniform",
-            Self::Normal => "normal",
-            Self::Karras => "karras",
-        })
-    }
-}
+/// The scheduler names are defined once, in core (specs and job specs carry them).
+pub use acufarm_core::choice::Scheduler as SchedulerKind;
 
 /// How much of the schedule runs: all of it, a splice at step ⌊S·t0⌋, or KSampler's `denoise`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,8 +94,6 @@ impl Partial {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("unknown scheduler `{0}`; choose one of sgm_uniform, normal, karras")]
-    UnknownScheduler(String),
     #[error("steps must be at least 1 (got {0}); pass --steps 1 or more")]
     NoSteps(u32),
     #[error("t0 must be in [0, 1) (got {0}); t0 is the fraction of the schedule to skip")]
