@@ -39,6 +39,7 @@ fn refused_with(out: Output, expected: &str) -> String {
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one sentence expected, got:\n{err}");
     assert!(lines[0].starts_with("error: ") && lines[0].contains(expected), "expected `{expected}` in:\n{err}");
+    eprintln!("refused as expected: {}", lines[0]);
     lines[0].to_string()
 }
 
@@ -51,7 +52,9 @@ fn worker_refused(farm: &Farm, name: &str, configure: impl FnOnce(&mut std::proc
     let status = proc.wait_exit(Duration::from_secs(90)).unwrap_or_else(|| farm.fail(&format!("worker {name} was not refused: still running")));
     assert!(!status.success(), "worker {name} exited 0");
     let output = proc.output();
-    assert!(output.lines().any(|l| l.starts_with("error: ") && l.contains(expected)), "worker {name}: expected `{expected}` in\n{output}");
+    let line = output.lines().find(|l| l.starts_with("error: ") && l.contains(expected));
+    let line = line.unwrap_or_else(|| panic!("worker {name}: expected `{expected}` in\n{output}"));
+    eprintln!("worker {name} refused as expected: {line}");
 }
 
 /// Waits until `proc` has printed `needle` at least `times` times.
