@@ -98,16 +98,22 @@ struct Args {
     tls: bool,
 }
 
-/// The CA the simulated workers trust when the coordinator serves TLS (`--tls`).
-static TLS_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The coordinator's certificate and key (PEM) when it serves TLS (`--tls`): made once, so the
+/// simulated workers of every size trust the same one.
+static TLS_CERT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
 
 /// A self-signed certificate for 127.0.0.1, written as PEM into `dir`: (cert, key).
 fn make_certificate(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
+    let (cert_pem, key_pem) = match TLS_CERT.get() {
+        Some(made) => made.clone(),
+        None => {
+            let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
+            TLS_CERT.get_or_init(|| (certified.cert.pem(), certified.signing_key.serialize_pem())).clone()
+        }
+    };
     let (cert, key) = (dir.join("coordinator.pem"), dir.join("coordinator-key.pem"));
-    std::fs::write(&cert, certified.cert.pem())?;
-    std::fs::write(&key, certified.signing_key.serialize_pem())?;
-    let _ = TLS_CA.set(certified.cert.pem());
+    std::fs::write(&cert, cert_pem)?;
+    std::fs::write(&key, key_pem)?;
     Ok((cert, key))
 }
 
@@ -303,7 +309,7 @@ impl tonic::service::Interceptor for Auth {
 }
 
 async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Client> {
-    let endpoint = match TLS_CA.get() {
+    let endpoint = match TLS_CERT.get().map(|(cert, _)| cert) {
         Some(ca) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?,
         None => Endpoint::from_shared(format!("http://{addr}"))?,
     };
