@@ -122,7 +122,8 @@ impl TokenSource {
 /// Reads a secret from a file (a Kubernetes Secret mounted as a file, say); the error names the
 /// file and the setting, never the content.
 pub fn read_secret_file(path: &Path, setting: &str) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {} named by {setting} ({e}); check the path and that the coordinator may read it", path.display()))
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {} named by {setting} ({e}); check the path and that the coordinator may read it", path.display()))
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -251,7 +252,11 @@ mod tests {
 
         let refused = tokens.check(Some(&bearer("w-new")), Role::Operator).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-        assert!(refused.message().starts_with("the coordinator refused a worker token for the Admin service, which needs an operator token;"), "{}", refused.message());
+        assert!(
+            refused.message().starts_with("the coordinator refused a worker token for the Admin service, which needs an operator token;"),
+            "{}",
+            refused.message()
+        );
         assert!(refused.message().contains("operator_token_file") && !refused.message().contains("w-new"), "{}", refused.message());
         let refused = tokens.check(Some(&bearer("op")), Role::Worker).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
@@ -305,7 +310,8 @@ mod tests {
 
     #[test]
     fn bad_tokens_are_refused_without_being_quoted() {
-        for (text, expected) in [("", "holds no token"), ("# only a comment\n", "holds no token"), ("s3cr et", "cannot carry"), ("ok\nsécret", "cannot carry")] {
+        for (text, expected) in [("", "holds no token"), ("# only a comment\n", "holds no token"), ("s3cr et", "cannot carry"), ("ok\nsécret", "cannot carry")]
+        {
             let error = parse_tokens(text, "token_file /run/t").unwrap_err();
             assert!(error.contains(expected) && error.contains("token_file /run/t"), "{text:?}: {error}");
             assert!(!error.contains("cr et") && !error.contains("sécret"), "{error}");

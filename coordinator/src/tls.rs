@@ -50,14 +50,15 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
     let certs = read_certs(&files.cert, "tls_cert")?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| format!("cannot read the private key tls_key {} ({e}); give the key of tls_cert as a PEM file", files.key.display()))?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS ({e})"))?;
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| format!("cannot set up TLS ({e})"))?;
     let builder = match &files.client_ca {
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for cert in read_certs(path, "tls_client_ca")? {
-                roots.add(cert).map_err(|e| format!("tls_client_ca {} holds a certificate that cannot be a CA ({e}); give the CA that signs client certificates", path.display()))?;
+                roots.add(cert).map_err(|e| {
+                    format!("tls_client_ca {} holds a certificate that cannot be a CA ({e}); give the CA that signs client certificates", path.display())
+                })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()
@@ -188,7 +189,10 @@ async fn accept_one(stream: TcpStream, remote: SocketAddr, tls: &ServerTls) -> R
         return Ok(Conn::Plain(stream, ConnInfo { remote: Some(remote), tls: false, client_cert: false }));
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await.map_err(|_| "did not finish the TLS handshake".to_string())?.map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| "did not finish the TLS handshake".to_string())?
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
     let client_cert = stream.get_ref().1.peer_certificates().is_some_and(|certs| !certs.is_empty());
     Ok(Conn::Tls(Box::new(stream), ConnInfo { remote: Some(remote), tls: true, client_cert }))
 }

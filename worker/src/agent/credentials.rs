@@ -182,12 +182,21 @@ pub fn tls_failure(endpoint: &str, chain: &str) -> Option<String> {
             "cannot trust the TLS certificate of coordinator {endpoint} ({chain}); pass --ca-cert (or ACUFARM_CA_CERT) with the CA that signed it, and check the URL's host name is in the certificate"
         ));
     }
-    if lower.contains("certificate required") || lower.contains("certificaterequired") || lower.contains("unknownca") || lower.contains("bad certificate") || lower.contains("badcertificate") {
+    if lower.contains("certificate required")
+        || lower.contains("certificaterequired")
+        || lower.contains("unknownca")
+        || lower.contains("bad certificate")
+        || lower.contains("badcertificate")
+    {
         return Some(format!(
             "coordinator {endpoint} refused this client's certificate ({chain}); pass --client-cert and --client-key (or ACUFARM_CLIENT_CERT and ACUFARM_CLIENT_KEY) with a certificate signed by the coordinator's tls_client_ca"
         ));
     }
-    if lower.contains("corrupt message") || lower.contains("invalidcontenttype") || lower.contains("wrong version number") || lower.contains("received corrupt message") {
+    if lower.contains("corrupt message")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("wrong version number")
+        || lower.contains("received corrupt message")
+    {
         return Some(format!("coordinator {endpoint} does not speak TLS ({chain}); use an http:// URL for it, or turn TLS on there (tls_cert, tls_key)"));
     }
     None
