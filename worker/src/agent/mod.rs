@@ -125,6 +125,18 @@ fn detect_gpu() -> (String, u64) {
 pub async fn run(pipeline: Pipeline, options: AgentOptions, shutdown: Shutdown) -> Result<(), AgentError> {
     let auth = Auth::new(Token::load(options.token.clone())?);
     options.tls.check()?;
+    // SIGHUP re-reads the token file at once (as the coordinator does its files) rather than
+    // ending the worker, which is what it would do unhandled.
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let token = auth.0.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                if !token.reread() {
+                    tracing::info!("SIGHUP: the token in use stays (its file is unchanged or unusable)");
+                }
+            }
+        });
+    }
     if options.coordinators.is_empty() {
         return Err(AgentError::NoEndpoint);
     }
