@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 // The same allocator as the `acufarm` binary, so the coordinator runs as it does in production.
 #[global_allocator]
@@ -92,6 +92,29 @@ struct Args {
     /// long-running coordinator is); 0: none.
     #[arg(long, default_value_t = 5_000)]
     warmup: u64,
+    /// Serve TLS (a certificate made at start for 127.0.0.1) and have the workers connect over
+    /// https://, to measure what TLS costs the dispatch path.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The coordinator's certificate and key (PEM) when it serves TLS (`--tls`): made once, so the
+/// simulated workers of every size trust the same one.
+static TLS_CERT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// A self-signed certificate for 127.0.0.1, written as PEM into `dir`: (cert, key).
+fn make_certificate(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert_pem, key_pem) = match TLS_CERT.get() {
+        Some(made) => made.clone(),
+        None => {
+            let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
+            TLS_CERT.get_or_init(|| (certified.cert.pem(), certified.signing_key.serialize_pem())).clone()
+        }
+    };
+    let (cert, key) = (dir.join("coordinator.pem"), dir.join("coordinator-key.pem"));
+    std::fs::write(&cert, cert_pem)?;
+    std::fs::write(&key, key_pem)?;
+    Ok((cert, key))
 }
 
 /// Latency samples in microseconds (lease: only calls that returned jobs; empty ones are counted).
@@ -286,7 +309,11 @@ impl tonic::service::Interceptor for Auth {
 }
 
 async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Client> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?;
+    let endpoint = match TLS_CERT.get().map(|(cert, _)| cert) {
+        Some(ca) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    let channel = endpoint.tcp_nodelay(true).connect().await?;
     let auth = Auth(format!("Bearer {TOKEN}").parse()?);
     Ok(WorkerClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20))
 }
@@ -407,7 +434,10 @@ async fn run_size(args: &Args, jobs: u64, db_name: &str) -> anyhow::Result<Outco
         None
     };
 
+    let (tls_cert, tls_key) = if args.tls { make_certificate(dir.path()).map(|(c, k)| (Some(c), Some(k)))? } else { (None, None) };
     let config = Config {
+        tls_cert,
+        tls_key,
         database_url: acufarm_coordinator::config::Secret::new(bench_url.clone()),
         redis_url: acufarm_coordinator::config::Secret::new(args.redis_url.clone()),
         redis_prefix: format!("acufarm-bench-{}", std::process::id()),
@@ -641,6 +671,8 @@ async fn main_async(mut args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The one crypto provider of the build, process-wide, as the `acufarm` binary does.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sqlx::query=error".into()))

@@ -61,6 +61,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // One process-wide TLS crypto provider, before anything opens a connection: rustls refuses
+    // to choose when a build holds more than one, and every crate here is pointed at aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

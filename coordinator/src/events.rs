@@ -65,7 +65,7 @@ impl Events {
         let client = if url.is_empty() {
             None
         } else {
-            Some(redis::Client::open(url).map_err(|e| format!("the Redis URL is not valid ({e}); use redis://host:port"))?)
+            Some(redis::Client::open(url).map_err(|e| format!("the Redis URL is not valid ({e}); use redis://host:port, or rediss://host:port for TLS"))?)
         };
         Ok(Self {
             client,

@@ -5,6 +5,7 @@
 //! ([`config`]) and the gRPC service ([`service`]). Nothing changes a job's state except through
 //! the store.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod runs;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use error::StoreError;

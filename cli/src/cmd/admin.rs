@@ -5,23 +5,24 @@
 use acufarm_proto::admin_client::AdminClient;
 use acufarm_proto::v1 as pb;
 use acufarm_worker::pipeline::bundle::Bundle;
+use acufarm_worker::agent::{Auth, Token, error_chain, parse_endpoints, tls_failure};
 use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Where the coordinator is and how to prove who we are.
 #[derive(clap::Args, Clone)]
 pub struct Connection {
-    /// Coordinator URL(s), comma-separated (the first that answers is used); or ACUFARM_COORDINATOR.
+    /// Coordinator URL(s), comma-separated (the first that answers is used), e.g.
+    /// https://coord:7171; or ACUFARM_COORDINATOR.
     #[arg(long, env = "ACUFARM_COORDINATOR")]
     coordinator: String,
-    /// The farm's token; or ACUFARM_TOKEN.
-    #[arg(long, env = "ACUFARM_TOKEN", hide_env_values = true)]
-    token: String,
+    /// The operator token and TLS settings.
+    #[command(flatten)]
+    client: super::client::ClientArgs,
 }
 
 #[derive(clap::Args)]
@@ -94,41 +95,36 @@ pub struct RunArgs {
     connection: Connection,
 }
 
-type Client = AdminClient<InterceptedService<Channel, Token>>;
-
-#[derive(Clone)]
-struct Token(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(acufarm_proto::AUTHORIZATION, self.0.clone());
-        Ok(request)
-    }
-}
+type Client = AdminClient<InterceptedService<Channel, Auth>>;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 async fn connect(connection: &Connection) -> anyhow::Result<Client> {
-    let token: MetadataValue<_> = format!("Bearer {}", connection.token)
-        .parse()
-        .map_err(|_| anyhow!("the token contains characters that cannot be sent; use printable ASCII"))?;
+    let auth = Auth::new(Token::load(connection.client.token())?);
+    let tls = connection.client.tls();
+    tls.check()?;
     let mut last_error = None;
-    for url in connection.coordinator.split(',').map(str::trim).filter(|url| !url.is_empty()) {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| anyhow!("coordinator URL `{url}` is not valid ({e}); use http://host:port"))?
-            .connect_timeout(Duration::from_secs(5));
+    for url in parse_endpoints(&connection.coordinator)? {
+        let endpoint = tls.endpoint(&url)?.connect_timeout(Duration::from_secs(5));
         match endpoint.connect().await {
             Ok(channel) => {
-                return Ok(AdminClient::with_interceptor(channel, Token(token)).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20));
+                return Ok(AdminClient::with_interceptor(channel, auth).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20));
             }
-            Err(error) => last_error = Some(format!("{url}: {error}")),
+            Err(error) => {
+                let chain = error_chain(&error);
+                // A TLS misconfiguration is the answer; another URL would not change it.
+                if let Some(sentence) = tls_failure(&url, &chain) {
+                    bail!("{sentence}");
+                }
+                last_error = Some(format!("{url}: {chain}"));
+            }
         }
     }
     match last_error {
         Some(error) => bail!("cannot reach the coordinator ({error}); check --coordinator / ACUFARM_COORDINATOR and that `acufarm coordinator` is running"),
-        None => bail!("no coordinator URL given; pass --coordinator http://host:port or set ACUFARM_COORDINATOR"),
+        None => bail!("no coordinator URL given; pass --coordinator https://host:port or set ACUFARM_COORDINATOR"),
     }
 }
 

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// TOML configuration (see examples/coordinator.toml); ACUFARM_* environment variables
-    /// override its keys (ACUFARM_LISTEN, ACUFARM_DATABASE_URL, ACUFARM_REDIS_URL, ACUFARM_TOKEN, …).
+    /// override its keys (ACUFARM_LISTEN, ACUFARM_DATABASE_URL_FILE, ACUFARM_TOKEN_FILE,
+    /// ACUFARM_TLS_CERT, …). SIGHUP re-reads the token and certificate files.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -26,8 +27,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}; pick a free address with ACUFARM_LISTEN or `listen` in the config", config.listen))?;
     let address = listener.local_addr()?;
+    let tls = config.tls().is_some();
     let coordinator = Coordinator::new(store, config).map_err(anyhow::Error::msg)?;
-    eprintln!("acufarm coordinator: listening on {address}");
+    let reloader = coordinator.clone();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reloader.reload_secrets();
+        }
+    });
+    eprintln!("acufarm coordinator: listening on {address}{}", if tls { " (TLS)" } else { "" });
     coordinator.serve(listener, shutdown_signal()).await.context("the gRPC server stopped")?;
     eprintln!("acufarm coordinator: stopped");
     Ok(())

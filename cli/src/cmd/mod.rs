@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod augment;
+pub mod client;
 pub mod coordinator;
 pub mod drift;
 pub mod exit;

@@ -1,7 +1,7 @@
 //! `acufarm worker`: a GPU worker that pulls jobs from one or more coordinators until SIGTERM.
 //! The bundle is loaded before any connection, so a bad bundle fails at once with its reason.
 
-use acufarm_worker::agent::{self, AgentError, AgentOptions};
+use acufarm_worker::agent::{self, AgentOptions};
 use acufarm_worker::pipeline::engine::{Pipeline, PipelineOptions};
 use acufarm_worker::pipeline::runtime::{self, RuntimeOptions};
 use anyhow::bail;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Coordinator URLs, comma-separated, tried in order, e.g. http://10.0.0.5:7171 (default: $ACUFARM_COORDINATOR).
+    /// Coordinator URLs, comma-separated, tried in order, e.g. https://10.0.0.5:7171 (default: $ACUFARM_COORDINATOR).
     #[arg(long, value_name = "URL[,URL…]")]
     coordinator: Option<String>,
     /// Model bundle directory; the worker gets the jobs of runs submitted for this bundle.
@@ -27,9 +27,8 @@ pub struct Args {
     /// Threads per operator (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// The coordinator's token (default: $ACUFARM_TOKEN, which keeps it out of the process list).
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    client: super::client::ClientArgs,
 }
 
 /// A value from the command line, else from the environment; empty counts as missing.
@@ -40,8 +39,8 @@ fn arg_or_env(arg: Option<String>, var: &str) -> Option<String> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Cheap checks first, then the bundle, then the network.
     let coordinators = agent::parse_endpoints(&arg_or_env(args.coordinator, "ACUFARM_COORDINATOR").unwrap_or_default())?;
-    let token = arg_or_env(args.token, "ACUFARM_TOKEN").ok_or(AgentError::NoToken)?;
-    agent::check_token(&token)?;
+    let (token, tls) = (args.client.token(), args.client.tls());
+    agent::check_credentials(&token, &tls)?;
     if args.batch == 0 {
         bail!("--batch 0 renders nothing; pass --batch 1 or more");
     }
@@ -53,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let hostname = agent::hostname();
     let name = args.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| hostname.clone());
-    let agent_options = AgentOptions { coordinators, token, name, hostname, execution_providers: eps, batch: args.batch as usize };
+    let agent_options = AgentOptions { coordinators, token, tls, name, hostname, execution_providers: eps, batch: args.batch as usize };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(async {
         // Signals first: a SIGTERM while the bundle loads is a clean stop, not a kill.

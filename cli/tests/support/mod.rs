@@ -3,6 +3,7 @@
 //! finished run must pass on either storage backend.
 
 pub mod dataset;
+pub mod pki;
 pub mod proc;
 pub mod services;
 
@@ -80,6 +81,10 @@ pub struct Farm {
     pub env: Vec<(String, String)>,
     pub timing: Timing,
     pub started: Instant,
+    /// Settings only the coordinator gets (TLS files, token files), after the usual ones.
+    pub coordinator_env: Vec<(String, String)>,
+    /// Workers and the CLI reach the coordinator over `https://`.
+    pub https: bool,
     logs: Option<tempfile::TempDir>,
 }
 
@@ -87,10 +92,29 @@ impl Farm {
     /// Starts PostgreSQL, Redis and a coordinator; `env` is added to every farm process
     /// (the `AWS_*` settings on S3).
     pub fn start(env: Vec<(String, String)>, timing: Timing) -> Farm {
-        let started = Instant::now();
         let logs = tempfile::Builder::new().prefix("acufarm-farm-logs-").tempdir().unwrap();
         let redis = Redis::start(logs.path());
-        let pg = Postgres::start();
+        Self::start_on(env, timing, Some(logs), redis, Postgres::start(), Vec::new(), false)
+    }
+
+    /// A farm on services the test started (over TLS, say), with settings for the coordinator
+    /// alone; `https` when clients must reach it over `https://`.
+    #[allow(dead_code)] // used by the TLS tests only
+    pub fn start_with(env: Vec<(String, String)>, timing: Timing, redis: Redis, pg: Postgres, coordinator_env: Vec<(String, String)>, https: bool) -> Farm {
+        Self::start_on(env, timing, None, redis, pg, coordinator_env, https)
+    }
+
+    fn start_on(
+        env: Vec<(String, String)>,
+        timing: Timing,
+        logs: Option<tempfile::TempDir>,
+        redis: Redis,
+        pg: Postgres,
+        coordinator_env: Vec<(String, String)>,
+        https: bool,
+    ) -> Farm {
+        let started = Instant::now();
+        let logs = logs.unwrap_or_else(|| tempfile::Builder::new().prefix("acufarm-farm-logs-").tempdir().unwrap());
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let mut farm = Farm {
             workers: Vec::new(),
@@ -102,6 +126,8 @@ impl Farm {
             env,
             timing,
             started,
+            coordinator_env,
+            https,
             logs: Some(logs),
         };
         farm.start_coordinator();
@@ -122,10 +148,11 @@ impl Farm {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", if self.https { "https" } else { "http" }, self.port)
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// `acufarm ARGS` with the farm's environment.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args);
         cmd.env("ACUFARM_HOME", acufarm_home());
@@ -150,6 +177,7 @@ impl Farm {
             .env("ACUFARM_LEASE_SECONDS", t.lease_s.to_string())
             .env("ACUFARM_HEARTBEAT_SECONDS", t.heartbeat_s.to_string())
             .env("ACUFARM_REAP_INTERVAL_SECONDS", t.reap_s.to_string());
+        cmd.envs(self.coordinator_env.iter().map(|(k, v)| (k, v)));
         let mut proc = Proc::spawn("coordinator", cmd, self.log_dir());
         let ready = proc.wait_for_line("acufarm coordinator: listening on", Duration::from_secs(60));
         self.coordinators.push(proc);

@@ -37,22 +37,56 @@ pub struct Postgres {
     pub port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// The CA of the server certificate when the cluster accepts TLS connections only.
+    tls_ca: Option<PathBuf>,
+}
+
+/// The server certificate, its key and CA of a service that speaks TLS (PEM files).
+#[allow(dead_code)] // used by the TLS tests only
+pub struct TlsFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub ca: &'a Path,
 }
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// A cluster with `ssl = on` that refuses every TCP connection without TLS (`hostssl` only).
+    #[allow(dead_code)] // used by the TLS tests only
+    pub fn start_tls(tls: TlsFiles<'_>) -> Postgres {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<TlsFiles<'_>>) -> Postgres {
         let bin = pg_bin();
         let dir = tempfile::Builder::new().prefix("acufarm-pg-").tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sock")).unwrap();
+        if let Some(tls) = &tls {
+            // PostgreSQL wants its key owned by itself and private.
+            std::fs::copy(tls.cert, dir.path().join("server.crt")).unwrap();
+            std::fs::copy(tls.key, dir.path().join("server.key")).unwrap();
+            std::fs::set_permissions(dir.path().join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        }
         let chown = Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).output().unwrap();
         assert!(chown.status.success(), "chown postgres {}: {}", dir.path().display(), text(&chown));
-        let pg = Postgres { port: free_port(), bin, dir };
+        let pg = Postgres { port: free_port(), bin, dir, tls_ca: tls.as_ref().map(|tls| tls.ca.to_path_buf()) };
         let init = pg.as_postgres(
             &pg.bin.join("initdb"),
             &["-D", &pg.data().display().to_string(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"],
         );
         assert!(init.status.success(), "initdb failed: {}", text(&init));
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", pg.port, pg.dir.path().join("sock").display());
+        let mut opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", pg.port, pg.dir.path().join("sock").display());
+        if tls.is_some() {
+            let hba = pg.data().join("pg_hba.conf");
+            std::fs::write(&hba, "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n").unwrap();
+            let chown = Command::new("chown").arg("postgres:postgres").arg(&hba).output().unwrap();
+            assert!(chown.status.success(), "chown {}: {}", hba.display(), text(&chown));
+            let (cert, key) = (pg.dir.path().join("server.crt"), pg.dir.path().join("server.key"));
+            opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert.display(), key.display()));
+        }
         let log = pg.log_path().display().to_string();
         let start = pg.pg_ctl(&["-o", &opts, "-l", &log, "-w", "-t", "60", "start"]);
         assert!(start.status.success(), "pg_ctl start failed: {}\n{}", text(&start), pg.log_tail(30));
@@ -80,7 +114,10 @@ impl Postgres {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        match &self.tls_ca {
+            Some(ca) => format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}", self.port, ca.display()),
+            None => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+        }
     }
 
     /// `pg_ctl restart -m fast`: every connection is cut, the server comes back on the same port.
@@ -129,19 +166,41 @@ impl Drop for Postgres {
 pub struct Redis {
     pub port: u16,
     pub proc: Proc,
+    /// The CA of the server certificate when Redis speaks TLS only (no plaintext port).
+    tls_ca: Option<PathBuf>,
 }
 
 impl Redis {
     pub fn start(log_dir: &Path) -> Redis {
+        Self::start_with(log_dir, None)
+    }
+
+    /// A Redis that listens with TLS only (`--port 0 --tls-port P`); clients need no certificate.
+    #[allow(dead_code)] // used by the TLS tests only
+    pub fn start_tls(log_dir: &Path, tls: TlsFiles<'_>) -> Redis {
+        Self::start_with(log_dir, Some(tls))
+    }
+
+    fn start_with(log_dir: &Path, tls: Option<TlsFiles<'_>>) -> Redis {
         let port = free_port();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        match &tls {
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "no"]);
+                cmd.arg("--tls-cert-file").arg(tls.cert).arg("--tls-key-file").arg(tls.key).arg("--tls-ca-cert-file").arg(tls.ca);
+            }
+            None => {
+                cmd.args(["--port", &port.to_string()]);
+            }
+        }
         let mut proc = Proc::spawn("redis", cmd, log_dir);
+        let redis = |proc| Redis { port, proc, tls_ca: tls.as_ref().map(|tls| tls.ca.to_path_buf()) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let pong = Command::new("redis-cli").args(["-p", &port.to_string(), "PING"]).output().unwrap();
+            let pong = redis_cli(port, tls.as_ref().map(|tls| tls.ca)).arg("PING").output().unwrap();
             if String::from_utf8_lossy(&pong.stdout).trim() == "PONG" {
-                return Redis { port, proc };
+                return redis(proc);
             }
             assert!(proc.running() && Instant::now() < deadline, "redis-server did not answer PING\n{}", proc.tail(20));
             std::thread::sleep(Duration::from_millis(50));
@@ -149,11 +208,12 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_ca.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output().unwrap();
+        let out = redis_cli(self.port, self.tls_ca.as_deref()).args(args).output().unwrap();
         assert!(out.status.success(), "redis-cli {args:?}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
@@ -161,6 +221,16 @@ impl Redis {
     pub fn flushall(&self) {
         assert_eq!(self.cli(&["FLUSHALL"]), "OK");
     }
+}
+
+/// `redis-cli` for a private Redis (over TLS, trusting `ca`, when given).
+fn redis_cli(port: u16, ca: Option<&Path>) -> Command {
+    let mut cmd = Command::new("redis-cli");
+    cmd.arg("-p").arg(port.to_string());
+    if let Some(ca) = ca {
+        cmd.arg("--tls").arg("--cacert").arg(ca);
+    }
+    cmd
 }
 
 /// A `moto_server` (S3 on loopback) from the project's Python environment; stopped when dropped.

@@ -6,8 +6,10 @@
 mod admin;
 mod worker;
 
+use crate::auth::{Role, Tokens};
 use crate::config::Config;
 use crate::events::Events;
+use crate::tls::{ConnInfo, FileWatch, ServerTls};
 use crate::retry::RetryPolicy;
 use crate::store::{RunInfo, Store};
 use crate::{StoreError, manifest};
@@ -24,6 +26,8 @@ use tonic::{Request, Status};
 
 /// Largest message accepted (a submit carries its scene images).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// How often token and certificate files are looked at for changes (SIGHUP reloads at once).
+const SECRET_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Most jobs one lease call may claim.
 pub const MAX_LEASE: u32 = 1024;
 
@@ -44,6 +48,10 @@ pub(crate) struct Inner<S> {
     pub store: S,
     pub config: Config,
     pub events: Events,
+    /// The tokens of every role, re-read when their files change.
+    tokens: Arc<Tokens>,
+    /// The TLS listener's settings, when TLS is on; re-read when the files change.
+    tls: Option<Arc<ServerTls>>,
     runs: tokio::sync::RwLock<HashMap<RunId, Arc<RunContext>>>,
     /// Runs that changed since the last finish check.
     touched: Mutex<HashSet<RunId>>,
@@ -94,49 +102,59 @@ pub(crate) fn storage_status(error: StorageError) -> Status {
     if error.is_retryable() { Status::unavailable(error.to_string()) } else { Status::failed_precondition(error.to_string()) }
 }
 
-/// Checks the bearer token of every call in constant time.
+/// Guards one service: the connection must be TLS when the coordinator serves TLS (with a
+/// client certificate under mutual TLS), and the call must carry a token of the service's role.
 #[derive(Clone)]
-pub struct TokenCheck {
-    expected: Arc<String>,
+pub struct Guard {
+    tokens: Arc<Tokens>,
+    role: Role,
+    /// The coordinator serves TLS, so a plaintext call is a client that forgot `https://`.
+    tls: bool,
+    /// Mutual TLS: a client certificate is required.
+    mutual: bool,
 }
 
-impl TokenCheck {
-    pub fn new(token: &str) -> Self {
-        Self { expected: Arc::new(format!("Bearer {token}")) }
-    }
-
-    fn matches(&self, presented: &[u8]) -> bool {
-        let expected = self.expected.as_bytes();
-        let mut difference = expected.len() ^ presented.len();
-        for (index, byte) in expected.iter().enumerate() {
-            difference |= usize::from(byte ^ presented.get(index).copied().unwrap_or(0));
-        }
-        difference == 0
+impl Guard {
+    pub fn new(tokens: Arc<Tokens>, role: Role, tls: bool, mutual: bool) -> Self {
+        Self { tokens, role, tls, mutual }
     }
 }
 
-impl tonic::service::Interceptor for TokenCheck {
+impl tonic::service::Interceptor for Guard {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        match request.metadata().get(AUTHORIZATION) {
-            Some(value) if self.matches(value.as_bytes()) => Ok(request),
-            Some(_) => Err(Status::unauthenticated(
-                "the coordinator refused the token; set ACUFARM_TOKEN (or --token) to the coordinator's token",
-            )),
-            None => Err(Status::unauthenticated(
-                "the call carried no token; set ACUFARM_TOKEN (or --token) to the coordinator's token",
-            )),
+        if self.tls {
+            match request.extensions().get::<ConnInfo>() {
+                Some(info) if info.tls => {
+                    if self.mutual && !info.client_cert {
+                        return Err(Status::unauthenticated(
+                            "this coordinator requires a client certificate (mutual TLS); pass --client-cert and --client-key (or ACUFARM_CLIENT_CERT and ACUFARM_CLIENT_KEY) with a certificate signed by its tls_client_ca",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(Status::unauthenticated(
+                        "this coordinator serves TLS only; use an https:// coordinator URL (with --ca-cert or ACUFARM_CA_CERT when its certificate is not from a public CA)",
+                    ));
+                }
+            }
         }
+        self.tokens.check(request.metadata().get(AUTHORIZATION).map(|value| value.as_bytes()), self.role)?;
+        Ok(request)
     }
 }
 
 impl<S: Store> Coordinator<S> {
     pub fn new(store: S, config: Config) -> Result<Self, String> {
         let events = Events::new(config.redis_url.expose(), &config.redis_prefix, Duration::from_secs(config.presence_ttl_seconds))?;
+        let tokens = Arc::new(config.tokens().map_err(|e| e.to_string())?);
+        let tls = config.tls().map(ServerTls::load).transpose()?.map(Arc::new);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 config,
                 events,
+                tokens,
+                tls,
                 runs: tokio::sync::RwLock::new(HashMap::new()),
                 touched: Mutex::new(HashSet::new()),
                 finished: Mutex::new(HashMap::new()),
@@ -153,31 +171,74 @@ impl<S: Store> Coordinator<S> {
         &self.inner.events
     }
 
-    /// Serves both gRPC services on `listener` and runs the reaper until `shutdown` resolves.
+    /// Serves both gRPC services on `listener` (over TLS when configured) and runs the reaper
+    /// and the secret-file watch until `shutdown` resolves.
     pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let check = TokenCheck::new(self.inner.config.token.expose());
+        let tls = self.inner.tls.clone();
+        let mutual = tls.as_ref().is_some_and(|tls| tls.mutual());
+        let guard = |role| Guard::new(self.inner.tokens.clone(), role, tls.is_some(), mutual);
         let worker = InterceptedService::new(
             WorkerServer::new(worker::WorkerService(self.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            check.clone(),
+            guard(Role::Worker),
         );
         let admin = InterceptedService::new(
             AdminServer::new(admin::AdminService(self.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            check,
+            guard(Role::Operator),
         );
+        if let Some(warning) = listener.local_addr().ok().and_then(|address| cleartext_warning(address, tls.is_some())) {
+            tracing::warn!("{warning}");
+        }
         let reaper = tokio::spawn(self.clone().reaper());
-        // TCP_NODELAY on the accepted sockets themselves: the builder's `tcp_nodelay` only reaches
-        // sockets tonic binds, and with Nagle on, small replies waited for delayed ACKs (~40 ms
-        // per call).
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let result = tonic::transport::Server::builder()
-            .add_service(worker)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
+        let watch = tokio::spawn(self.clone().watch_secret_files());
+        let router = tonic::transport::Server::builder().add_service(worker).add_service(admin);
+        let result = match tls {
+            Some(tls) => router.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown).await,
+            None => {
+                // TCP_NODELAY on the accepted sockets themselves: the builder's `tcp_nodelay` only
+                // reaches sockets tonic binds, and with Nagle on, small replies waited for delayed
+                // ACKs (~40 ms per call).
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+        };
         reaper.abort();
+        watch.abort();
         result
+    }
+
+    /// Re-reads the token files and the TLS certificate files (SIGHUP, or a change the watch
+    /// saw). What cannot be read keeps its current value and is logged; nothing in use is lost.
+    pub fn reload_secrets(&self) {
+        match self.inner.tokens.reload() {
+            Ok([worker, operator, read]) => tracing::info!(worker, operator, read, "reloaded the tokens"),
+            Err(error) => tracing::warn!("kept the tokens in use: {error}"),
+        }
+        if let Some(tls) = &self.inner.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                Err(error) => tracing::warn!("kept the TLS certificate in use: {error}"),
+            }
+        }
+    }
+
+    /// Looks at the token and certificate files every few seconds and reloads when one changed.
+    async fn watch_secret_files(self) {
+        let mut files = self.inner.tokens.files();
+        files.extend(self.inner.tls.iter().flat_map(|tls| tls.files()));
+        if files.is_empty() {
+            return;
+        }
+        let mut watch = FileWatch::new(&files);
+        let mut tick = tokio::time::interval(SECRET_WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if watch.changed() {
+                self.reload_secrets();
+            }
+        }
     }
 
     /// Takes back expired leases, and writes the manifest of runs that finished, every
@@ -336,6 +397,15 @@ impl<S: Store> Coordinator<S> {
     }
 }
 
+/// The loud warning of a coordinator reachable from the network without TLS.
+fn cleartext_warning(address: std::net::SocketAddr, tls: bool) -> Option<String> {
+    (!tls && !address.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {address} WITHOUT TLS: tokens and all job traffic cross the network in cleartext; set tls_cert and tls_key (see examples/coordinator.toml) or listen on a loopback address"
+        )
+    })
+}
+
 pub(crate) fn unix_ms(time: chrono::DateTime<chrono::Utc>) -> i64 {
     time.timestamp_millis()
 }
@@ -345,23 +415,55 @@ mod tests {
     use super::*;
     use tonic::service::Interceptor;
 
-    fn call(check: &mut TokenCheck, header: Option<&str>) -> Result<(), Status> {
+    fn call(guard: &mut Guard, info: Option<ConnInfo>, header: Option<&str>) -> Result<(), Status> {
         let mut request = Request::new(());
         if let Some(value) = header {
             request.metadata_mut().insert(AUTHORIZATION, value.parse().unwrap());
         }
-        check.call(request).map(|_| ())
+        if let Some(info) = info {
+            request.extensions_mut().insert(info);
+        }
+        guard.call(request).map(|_| ())
+    }
+
+    fn tokens() -> Arc<Tokens> {
+        let source = |setting: &str, token: &str| crate::auth::TokenSource::Inline { setting: setting.into(), tokens: vec![token.into()] };
+        Arc::new(Tokens::load(source("worker_token", "w"), source("operator_token", "op"), source("read_token", "ro")).unwrap())
     }
 
     #[test]
-    fn token_check_accepts_only_the_exact_bearer_token() {
-        let mut check = TokenCheck::new("s3cret");
-        assert!(call(&mut check, Some("Bearer s3cret")).is_ok());
-        for wrong in ["Bearer s3cre", "Bearer s3cret2", "s3cret", "Bearer S3CRET", ""] {
-            let error = call(&mut check, Some(wrong)).unwrap_err();
-            assert_eq!(error.code(), tonic::Code::Unauthenticated, "{wrong}");
-            assert!(error.message().contains("refused the token") && !error.message().contains("s3cret"), "{}", error.message());
-        }
-        assert!(call(&mut check, None).unwrap_err().message().contains("carried no token"));
+    fn only_a_network_address_without_tls_is_warned_about() {
+        let warning = cleartext_warning("0.0.0.0:7171".parse().unwrap(), false).unwrap();
+        assert!(warning.starts_with("listening on 0.0.0.0:7171 WITHOUT TLS") && warning.contains("tls_cert"), "{warning}");
+        assert!(cleartext_warning("10.0.0.5:7171".parse().unwrap(), false).is_some());
+        assert!(cleartext_warning("0.0.0.0:7171".parse().unwrap(), true).is_none());
+        assert!(cleartext_warning("127.0.0.1:7171".parse().unwrap(), false).is_none());
+        assert!(cleartext_warning("[::1]:7171".parse().unwrap(), false).is_none());
+    }
+
+    #[test]
+    fn the_guard_checks_the_role_and_under_tls_the_connection() {
+        let plain = ConnInfo { remote: None, tls: false, client_cert: false };
+        let tls = ConnInfo { tls: true, ..plain };
+        let tls_with_cert = ConnInfo { client_cert: true, ..tls };
+
+        let mut worker = Guard::new(tokens(), Role::Worker, false, false);
+        assert!(call(&mut worker, None, Some("Bearer w")).is_ok());
+        assert_eq!(call(&mut worker, None, Some("Bearer op")).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(call(&mut worker, None, Some("Bearer x")).unwrap_err().code(), tonic::Code::Unauthenticated);
+
+        let mut admin = Guard::new(tokens(), Role::Operator, true, false);
+        let refused = call(&mut admin, Some(plain), Some("Bearer op")).unwrap_err();
+        assert!(refused.message().starts_with("this coordinator serves TLS only; use an https:// coordinator URL"), "{}", refused.message());
+        assert!(call(&mut admin, None, Some("Bearer op")).is_err(), "no connection info is not TLS");
+        assert!(call(&mut admin, Some(tls), Some("Bearer op")).is_ok());
+        assert_eq!(call(&mut admin, Some(tls), Some("Bearer w")).unwrap_err().code(), tonic::Code::PermissionDenied);
+
+        let mut mutual = Guard::new(tokens(), Role::Operator, true, true);
+        let refused = call(&mut mutual, Some(tls), Some("Bearer op")).unwrap_err();
+        assert!(refused.message().starts_with("this coordinator requires a client certificate (mutual TLS); pass --client-cert"), "{}", refused.message());
+        assert!(call(&mut mutual, Some(tls_with_cert), Some("Bearer op")).is_ok());
+        // The certificate is checked before the token, so a refusal never says whether a token was right.
+        assert!(call(&mut mutual, Some(tls), Some("Bearer x")).unwrap_err().message().contains("client certificate"));
     }
 }

@@ -3,13 +3,13 @@
 //! through coordinator restarts and database outages.
 
 use super::AgentError;
+use super::credentials::{ClientTls, Token, tls_failure};
 use super::plan::{Backoff, Pacer};
 use acufarm_proto::worker_client::WorkerClient;
 use acufarm_proto::{RegisterRequest, RegisterResponse};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -24,8 +24,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// The heartbeat period used when the coordinator does not name one.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// Parses a comma-separated list of coordinator URLs (`http://host:port`; a bare `host:port` gets
-/// `http://`). The order is the order they are tried in.
+/// Parses a comma-separated list of coordinator URLs (`http://host:port`, `https://host:port` for
+/// TLS; a bare `host:port` gets `http://`). The order is the order they are tried in.
 pub fn parse_endpoints(list: &str) -> Result<Vec<String>, AgentError> {
     let mut endpoints = Vec::new();
     for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -34,9 +34,8 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>, AgentError> {
         let bad = |why: &str| AgentError::BadEndpoint { url: raw.to_string(), reason: why.to_string() };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("it has no scheme"))?;
         match scheme {
-            "http" => {}
-            "https" => return Err(bad("TLS is not supported by this build, so reach the coordinator over plain http:// (a private network or a tunnel)")),
-            other => return Err(bad(&format!("`{other}` is not a coordinator scheme; use http://"))),
+            "http" | "https" => {}
+            other => return Err(bad(&format!("`{other}` is not a coordinator scheme; use https:// (or http:// on a private network)"))),
         }
         if rest.is_empty() || rest.starts_with(':') {
             return Err(bad("it names no host"));
@@ -77,30 +76,19 @@ impl Endpoints {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Auth(MetadataValue<Ascii>);
+/// Adds `authorization: Bearer <token>` to every call (the token file's current token).
+#[derive(Clone, Debug)]
+pub struct Auth(pub Token);
 
 impl Auth {
-    pub fn new(token: &str) -> Result<Self, AgentError> {
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(AgentError::NoToken);
-        }
-        format!("Bearer {token}").parse().map(Self).map_err(|_| AgentError::BadToken)
-    }
-}
-
-impl std::fmt::Debug for Auth {
-    /// Never shows the token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Auth(Bearer <redacted>)")
+    pub fn new(token: Token) -> Self {
+        Self(token)
     }
 }
 
 impl Interceptor for Auth {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        request.metadata_mut().insert(acufarm_proto::AUTHORIZATION, self.0.clone());
+        request.metadata_mut().insert(acufarm_proto::AUTHORIZATION, self.0.header());
         Ok(request)
     }
 }
@@ -108,7 +96,8 @@ impl Interceptor for Auth {
 /// What to do about a failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reaction {
-    /// The token was refused: stop the worker.
+    /// The token (or the connection: plaintext, no client certificate) was refused: stop the
+    /// worker.
     Unauthenticated,
     /// The coordinator is gone or unreachable: connect again (next endpoint) after a backoff.
     Reconnect,
@@ -122,7 +111,7 @@ pub enum Reaction {
 /// Decides how to react to a status code.
 pub fn react(code: Code) -> Reaction {
     match code {
-        Code::Unauthenticated => Reaction::Unauthenticated,
+        Code::Unauthenticated | Code::PermissionDenied => Reaction::Unauthenticated,
         Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled => Reaction::Reconnect,
         Code::Internal | Code::ResourceExhausted | Code::Aborted => Reaction::Retry,
         _ => Reaction::Refused,
@@ -204,6 +193,7 @@ struct State {
 /// The shared connection to the coordinators.
 pub struct Link {
     auth: Auth,
+    tls: ClientTls,
     register: RegisterRequest,
     heartbeat_ms: AtomicU64,
     state: tokio::sync::Mutex<State>,
@@ -215,9 +205,9 @@ enum ConnectError {
 }
 
 impl Link {
-    pub fn new(endpoints: Vec<String>, auth: Auth, register: RegisterRequest) -> Self {
+    pub fn new(endpoints: Vec<String>, auth: Auth, tls: ClientTls, register: RegisterRequest) -> Self {
         let state = State { endpoints: Endpoints::new(endpoints), conn: None, generation: 0, worker_id: None, fatal: None, pacer: Pacer::new(WARN_EVERY) };
-        Self { auth, register, heartbeat_ms: AtomicU64::new(DEFAULT_HEARTBEAT.as_millis() as u64), state: tokio::sync::Mutex::new(state) }
+        Self { auth, tls, register, heartbeat_ms: AtomicU64::new(DEFAULT_HEARTBEAT.as_millis() as u64), state: tokio::sync::Mutex::new(state) }
     }
 
     /// How often to heartbeat, as the coordinator asked at the last registration.
@@ -281,21 +271,33 @@ impl Link {
     }
 
     async fn connect(&self, endpoint: &str, worker_id: Option<&str>) -> Result<(Client, RegisterResponse), ConnectError> {
-        let target = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| ConnectError::Fatal(AgentError::BadEndpoint { url: endpoint.to_string(), reason: error_chain(&e) }))?
+        let target = self
+            .tls
+            .endpoint(endpoint)
+            .map_err(ConnectError::Fatal)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
-        let channel = target.connect().await.map_err(|e| ConnectError::Retry(format!("cannot reach coordinator {endpoint} ({})", error_chain(&e))))?;
+        let channel = target.connect().await.map_err(|e| {
+            let chain = error_chain(&e);
+            // A TLS misconfiguration does not fix itself: stop with the sentence rather than retry.
+            match tls_failure(endpoint, &chain) {
+                Some(sentence) => ConnectError::Fatal(AgentError::Tls(sentence)),
+                None => ConnectError::Retry(format!("cannot reach coordinator {endpoint} ({chain})")),
+            }
+        })?;
         let mut client = WorkerClient::with_interceptor(channel, self.auth.clone());
         // Registering again names the id from the first registration, so the leases stay ours.
         let request = RegisterRequest { worker_id: worker_id.unwrap_or_default().to_string(), ..self.register.clone() };
         match client.register(request).await {
             Ok(response) => Ok((client, response.into_inner())),
+            Err(status) if react_to(&status) == Reaction::Unauthenticated && self.auth.0.reread() => {
+                Err(ConnectError::Retry(format!("coordinator {endpoint} refused the token ({}); the token file changed, trying its new token", describe(&status))))
+            }
             Err(status) => Err(match react_to(&status) {
-                Reaction::Unauthenticated => ConnectError::Fatal(AgentError::Unauthenticated { endpoint: endpoint.to_string() }),
+                Reaction::Unauthenticated => ConnectError::Fatal(AgentError::Unauthenticated { endpoint: endpoint.to_string(), reason: describe(&status) }),
                 Reaction::Reconnect => ConnectError::Retry(format!("cannot reach coordinator {endpoint} ({})", describe(&status))),
                 Reaction::Retry => ConnectError::Retry(format!("coordinator {endpoint} cannot register workers now ({})", describe(&status))),
                 Reaction::Refused => ConnectError::Fatal(AgentError::RegisterRefused { endpoint: endpoint.to_string(), reason: describe(&status) }),
@@ -340,8 +342,13 @@ impl Link {
                 Err(status) => status,
             };
             match react_to(&status) {
+                // A token rotated on both sides in quick succession: try the file's new token.
+                Reaction::Unauthenticated if self.auth.0.reread() => {
+                    tracing::warn!("coordinator {} refused the token ({}); the token file changed, trying its new token", conn.endpoint, describe(&status));
+                }
                 Reaction::Unauthenticated => {
-                    return Err(CallError::Fatal(self.set_fatal(AgentError::Unauthenticated { endpoint: conn.endpoint }).await));
+                    let reason = describe(&status);
+                    return Err(CallError::Fatal(self.set_fatal(AgentError::Unauthenticated { endpoint: conn.endpoint, reason }).await));
                 }
                 Reaction::Reconnect => {
                     if pacer.ready(Instant::now()) {
@@ -376,8 +383,7 @@ mod tests {
     fn bad_endpoints_are_refused_with_the_reason() {
         let err = parse_endpoints("").unwrap_err().to_string();
         assert!(err.contains("--coordinator") && err.contains("ACUFARM_COORDINATOR"), "{err}");
-        let err = parse_endpoints("https://farm:7171").unwrap_err().to_string();
-        assert!(err.contains("https://farm:7171") && err.contains("http://"), "{err}");
+        assert_eq!(parse_endpoints("https://farm:7171,http://b:1").unwrap(), ["https://farm:7171", "http://b:1"]);
         let err = parse_endpoints("ftp://farm").unwrap_err().to_string();
         assert!(err.contains("`ftp` is not a coordinator scheme"), "{err}");
         let err = parse_endpoints("http://:7171").unwrap_err().to_string();
@@ -409,7 +415,8 @@ mod tests {
         for code in [Code::Internal, Code::ResourceExhausted, Code::Aborted] {
             assert_eq!(react(code), Reaction::Retry, "{code:?}");
         }
-        for code in [Code::InvalidArgument, Code::FailedPrecondition, Code::NotFound, Code::PermissionDenied, Code::Unimplemented] {
+        assert_eq!(react(Code::PermissionDenied), Reaction::Unauthenticated, "a token of the wrong role");
+        for code in [Code::InvalidArgument, Code::FailedPrecondition, Code::NotFound, Code::Unimplemented] {
             assert_eq!(react(code), Reaction::Refused, "{code:?}");
         }
         // A database outage answered by a live coordinator is retried on the same connection;
@@ -422,13 +429,11 @@ mod tests {
     }
 
     #[test]
-    fn the_token_travels_as_a_bearer_header_and_bad_tokens_are_refused() {
-        let mut auth = Auth::new(" s3cret ").unwrap();
+    fn the_token_travels_as_a_bearer_header() {
+        let mut auth = Auth::new(Token::load(super::super::TokenSource::Value(" s3cret ".into())).unwrap());
         let request = auth.call(tonic::Request::new(())).unwrap();
         assert_eq!(request.metadata().get("authorization").unwrap(), "Bearer s3cret");
-        assert!(matches!(Auth::new(""), Err(AgentError::NoToken)));
-        let err = Auth::new("s3cr\net").unwrap_err().to_string();
-        assert!(!err.contains("s3cr"), "the token must not be printed: {err}");
+        assert!(!format!("{auth:?}").contains("s3cret"), "the token must not be printed");
     }
 
     #[derive(Debug)]

@@ -10,11 +10,13 @@
 //! a second signal quits at once. Running out of GPU memory halves the batch size and renders the
 //! same jobs again in smaller calls.
 
+mod credentials;
 mod held;
 mod link;
 mod plan;
 
-pub use link::parse_endpoints;
+pub use credentials::{ClientTls, Token, TokenSource, tls_failure};
+pub use link::{Auth, error_chain, parse_endpoints};
 
 use crate::executor::{self, Fetched, JobError, Roots, SceneCache, Staged};
 use crate::pipeline::engine::{Pipeline, PipelineError, SamplerParams};
@@ -25,7 +27,7 @@ use acufarm_proto::{
 };
 use acufarm_storage::Storage;
 use held::{Held, JobKey};
-use link::{Auth, CallError, Link, describe};
+use link::{CallError, Link, describe};
 use plan::{Backoff, Pacer};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,12 +42,20 @@ pub enum AgentError {
     NoEndpoint,
     #[error("invalid coordinator URL `{url}`: {reason}; pass one like http://127.0.0.1:7171")]
     BadEndpoint { url: String, reason: String },
-    #[error("no worker token given; set ACUFARM_TOKEN (or --token) to the coordinator's token")]
+    #[error("no token given; pass --token-file FILE (or set ACUFARM_TOKEN_FILE) holding the coordinator's token")]
     NoToken,
-    #[error("the worker token contains characters a request header cannot carry; set ACUFARM_TOKEN (or --token) to the coordinator's token")]
-    BadToken,
-    #[error("coordinator {endpoint} refused the worker token; set ACUFARM_TOKEN (or --token) to the coordinator's token")]
-    Unauthenticated { endpoint: String },
+    #[error("the token in {from} contains characters a request header cannot carry; put the coordinator's token there (printable ASCII, no spaces)")]
+    BadToken { from: String },
+    #[error("cannot read the token file {path} ({reason}); check --token-file / ACUFARM_TOKEN_FILE")]
+    TokenFile { path: String, reason: String },
+    #[error("cannot read {flag} {path} ({reason}); check the path")]
+    TlsFile { flag: &'static str, path: String, reason: String },
+    #[error("--client-cert and --client-key go together (ACUFARM_CLIENT_CERT and ACUFARM_CLIENT_KEY); give both or neither")]
+    ClientCertPair,
+    #[error("coordinator {endpoint} refused this worker: {reason}")]
+    Unauthenticated { endpoint: String, reason: String },
+    #[error("{0}")]
+    Tls(String),
     #[error("coordinator {endpoint} refused to register this worker ({reason}); fix what it names and start the worker again")]
     RegisterRefused { endpoint: String, reason: String },
     #[error("the {what} stopped unexpectedly ({reason}); the jobs in hand go back to the queue when their leases expire, so start the worker again")]
@@ -61,8 +71,10 @@ pub enum AgentError {
 pub struct AgentOptions {
     /// Coordinator URLs as returned by [`parse_endpoints`], tried in this order.
     pub coordinators: Vec<String>,
-    /// The farm token, sent as `authorization: Bearer <token>`.
-    pub token: String,
+    /// Where the token comes from; it is sent as `authorization: Bearer <token>`.
+    pub token: TokenSource,
+    /// TLS settings for `https://` coordinators.
+    pub tls: ClientTls,
     /// Worker name shown to operators (e.g. the host name).
     pub name: String,
     /// The machine's host name.
@@ -73,9 +85,11 @@ pub struct AgentOptions {
     pub batch: usize,
 }
 
-/// Checks a token can be sent, without sending it (so a bad one fails before the bundle loads).
-pub fn check_token(token: &str) -> Result<(), AgentError> {
-    Auth::new(token).map(|_| ())
+/// Checks the token and TLS settings can be used, without connecting (so a bad one fails before
+/// the bundle loads).
+pub fn check_credentials(token: &TokenSource, tls: &ClientTls) -> Result<(), AgentError> {
+    Token::load(token.clone())?;
+    tls.check()
 }
 
 /// The machine's host name (`localhost` when it cannot be read).
@@ -109,7 +123,20 @@ fn detect_gpu() -> (String, u64) {
 /// Prints `acufarm worker: registered as <id> with <endpoint>` on stderr at each registration and
 /// `acufarm worker: drained, exiting` when it stops after a signal.
 pub async fn run(pipeline: Pipeline, options: AgentOptions, shutdown: Shutdown) -> Result<(), AgentError> {
-    let auth = Auth::new(&options.token)?;
+    let auth = Auth::new(Token::load(options.token.clone())?);
+    options.tls.check()?;
+    // SIGHUP re-reads the token file at once (as the coordinator does its files) rather than
+    // ending the worker, which is what it would do unhandled.
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let token = auth.0.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                if !token.reread() {
+                    tracing::info!("SIGHUP: the token in use stays (its file is unchanged or unusable)");
+                }
+            }
+        });
+    }
     if options.coordinators.is_empty() {
         return Err(AgentError::NoEndpoint);
     }
@@ -130,7 +157,7 @@ pub async fn run(pipeline: Pipeline, options: AgentOptions, shutdown: Shutdown) 
         version: env!("CARGO_PKG_VERSION").to_string(),
         worker_id: String::new(),
     };
-    let link = Arc::new(Link::new(options.coordinators.clone(), auth, register));
+    let link = Arc::new(Link::new(options.coordinators.clone(), auth, options.tls.clone(), register));
     let held = Arc::new(Held::default());
     let mut heartbeat = tokio::spawn(heartbeat_loop(link.clone(), held.clone()));
 
@@ -649,10 +676,11 @@ mod tests {
 
     #[test]
     fn errors_a_user_causes_name_the_fix() {
-        let e = AgentError::Unauthenticated { endpoint: "http://127.0.0.1:7171".into() }.to_string();
-        assert_eq!(e, "coordinator http://127.0.0.1:7171 refused the worker token; set ACUFARM_TOKEN (or --token) to the coordinator's token");
-        assert!(check_token("").unwrap_err().to_string().contains("ACUFARM_TOKEN"));
-        assert!(check_token("t").is_ok());
+        let e = AgentError::Unauthenticated { endpoint: "http://127.0.0.1:7171".into(), reason: "the coordinator refused the token; pass …".into() }.to_string();
+        assert_eq!(e, "coordinator http://127.0.0.1:7171 refused this worker: the coordinator refused the token; pass …");
+        let none = check_credentials(&TokenSource::Value(String::new()), &ClientTls::default()).unwrap_err().to_string();
+        assert!(none.contains("--token-file") && none.contains("ACUFARM_TOKEN_FILE"), "{none}");
+        assert!(check_credentials(&TokenSource::Value("t".into()), &ClientTls::default()).is_ok());
     }
 
     #[test]
