@@ -372,9 +372,10 @@ fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>
 fn remove_tree(dir: &std::path::Path) -> std::io::Result<usize> {
     let files = files_under(dir)?;
     for file in &files {
-        match std::fs::remove_file(file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+        if let Err(e) = std::fs::remove_file(file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(e);
         }
     }
     let mut folders: Vec<std::path::PathBuf> = files.iter().filter_map(|f| f.parent().map(|p| p.to_path_buf())).collect();
