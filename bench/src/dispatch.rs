@@ -229,7 +229,7 @@ negative = "lowres"
         }
         new_jobs.push(NewJob { shard_key: job.shard.clone(), sample_id: job.sample_id.clone(), spec: serde_json::to_value(&job)? });
     }
-    Ok(NewRun { name: RUN_NAME.into(), spec, priority: 0, bundle_sha256: BUNDLE_SHA256.into(), shards, jobs: new_jobs })
+    Ok(NewRun { name: RUN_NAME.into(), spec, priority: 0, bundle_sha256: BUNDLE_SHA256.into(), max_lost: 5, shards, jobs: new_jobs })
 }
 
 /// The URL of database `name` on the server of `server_url`.

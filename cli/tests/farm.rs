@@ -575,3 +575,164 @@ fn worker_heartbeats_at_the_coordinators_pace_from_the_start() {
 }
 
 
+
+// -------------------------------------------------------------------------------------------
+// Faults leave no debris, and a finished manifest is written once.
+
+/// Whether `path` names one of object_store's temporary upload files (`key#N`).
+fn temporary(path: &std::path::Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(acufarm_storage::is_temporary)
+}
+
+/// `(inode, modification time)` of a file: a rewrite replaces the file, so both change.
+fn stamp(path: &std::path::Path) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.ino(), meta.mtime(), meta.mtime_nsec())
+}
+
+/// Workers killed in the middle of an upload, and the coordinator killed in the middle of a batch
+/// commit, leave files behind: object_store's temporary `key#N` (which its listings hide) in
+/// staging, the coordinator's label copy in progress. Each kill is timed to land mid-write (the
+/// process is frozen and killed while such a file is open). Once the run is finished nothing is
+/// left under the output root that the manifest does not list, and `acufarm verify` passes. A
+/// coordinator restarted afterwards leaves the finished manifest as it was.
+#[test]
+fn fs_faults_leave_no_debris_and_a_restart_does_not_rewrite_the_manifest() {
+    let _serial = support::serial();
+    let t0 = Instant::now();
+    let dir = temp("acufarm-debris-");
+    let data = Dataset::generate(&Backend::Fs, dir.path(), "debris", &MODELS, &kept_frames());
+    let n = data.expected.len() as u64;
+    let run = "debris-fs";
+    let spec = data.write_spec("spec.toml", run, |s| s);
+    let out = data.output_local();
+    let staging = out.join("_staging");
+    let mut farm = Farm::start(Vec::new(), FAST);
+    farm.start_workers(&["w1", "w2"], 4);
+    farm.submit(&spec);
+    farm.wait_until(run, "4 jobs succeeded", RUN_TIMEOUT, |s| count(s, "succeeded") >= 4);
+
+    // The coordinator copies each committed output's label; kill it while a copy is open.
+    // (It writes nothing else under staging; the folders it fsyncs are not files.)
+    let mut left = Vec::new();
+    let labels = out.join(LABELS);
+    let coordinator = farm.coordinators.last_mut().expect("a coordinator");
+    let hit = coordinator.kill9_while_open(|path| (path.starts_with(&labels) && temporary(path)) || (path.starts_with(&staging) && path.is_file()), Duration::from_secs(30));
+    let hit = hit.unwrap_or_else(|| farm.fail("the coordinator had no label copy open within 30 s"));
+    assert!(hit.starts_with(&staging), "the label copy in progress lay outside staging: {}", hit.display());
+    assert!(hit.exists(), "the coordinator's kill left no {}", hit.display());
+    farm.log(&format!("killed the coordinator mid-commit; it left {}", hit.display()));
+    left.push(hit);
+    farm.start_coordinator();
+
+    // Both workers, each in the middle of an upload; their replacements load while the other works.
+    for name in ["w1", "w2"] {
+        let hit = farm.worker(name).kill9_while_open(|path| path.starts_with(&staging) && temporary(path), Duration::from_secs(30));
+        let hit = hit.unwrap_or_else(|| farm.fail(&format!("{name} had no staging upload open within 30 s")));
+        assert!(hit.exists(), "the kill of {name} left no {}", hit.display());
+        farm.log(&format!("killed {name} mid-upload; it left {}", hit.display()));
+        left.push(hit);
+        let again = farm.spawn_worker(&format!("{name}-again"), "fc", 4, &farm.token);
+        farm.workers.push(again);
+    }
+    assert!(count(&farm.status(run), "queued") > 0, "the run finished before the faults were done; give it more jobs");
+
+    let status = farm.wait_done(run, RUN_TIMEOUT);
+    // One row per input, byte-identical labels, no file the manifest does not list (temporary
+    // files included), no staging object, verify passes.
+    check_finished_run(&farm, &data, run, &status);
+    for path in &left {
+        assert!(!path.exists(), "{} survived the run's staging cleanup", path.display());
+    }
+    farm.log(&format!("{n} jobs done; the {} files the kills left are gone", left.len()));
+
+    // A restarted coordinator finds the manifest written for the run's final counts and leaves it.
+    let files = ["manifest.jsonl", "manifest.summary.json", "train/metadata.jsonl"].map(|rel| out.join(rel));
+    let before = files.each_ref().map(|f| stamp(f));
+    farm.kill_coordinator();
+    farm.start_coordinator();
+    let line = farm.coordinators.last_mut().unwrap().wait_for_line("not rewritten", RUN_TIMEOUT).unwrap_or_else(|e| farm.fail(&e));
+    assert!(line.contains(run), "{line}");
+    // `status --wait` asks for the manifest too: it is current, so nothing is written.
+    let status = farm.wait_done(run, RUN_TIMEOUT);
+    assert_eq!(count(&status, "succeeded"), n);
+    assert_eq!(files.each_ref().map(|f| stamp(f)), before, "the unchanged manifest was written again");
+    let said = farm.coordinators.last().unwrap().output();
+    assert!(!said.contains("run finished; manifest written"), "the restarted coordinator wrote the manifest:\n{said}");
+    stop_workers_gracefully(&mut farm);
+    eprintln!("debris scenario ({n} jobs): {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Registers a worker over the protocol that leases up to `max_jobs` jobs and then goes silent
+/// (no heartbeat, no report), as a worker does that dies right after its lease call; returns the
+/// (job id, attempt) pairs it was given.
+fn lease_and_go_silent(farm: &Farm, name: &str, max_jobs: u32) -> Vec<(i64, i32)> {
+    let token = farm.token.clone();
+    let url = farm.url();
+    let bundle_sha = acufarm_core::manifest::sha256_file(&support::bundle("fc").join("bundle.toml")).unwrap();
+    support::block_on(async move {
+        let mut client = WorkerClient::connect(url).await.expect("connect to the coordinator");
+        let register = pb::RegisterRequest {
+            name: name.to_string(),
+            hostname: "test".into(),
+            execution_providers: vec!["cpu".into()],
+            bundle_name: "tiny-fc".into(),
+            bundle_sha256: bundle_sha.clone(),
+            max_batch: max_jobs,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        let worker = client.register(req(&token, register)).await.expect("register").into_inner();
+        let lease = client.lease(req(&token, pb::LeaseRequest { worker_id: worker.worker_id, bundle_sha256: bundle_sha, max_jobs })).await.expect("lease").into_inner();
+        lease.jobs.iter().map(|job| (job.job_id, job.attempt)).collect()
+    })
+}
+
+/// `[retry] max_lost = 1` in a run spec is the reaper's cap for that run: a job whose lease is
+/// lost once (its worker killed with SIGKILL while holding it) is queued again; lost a second
+/// time (the next worker to lease it dies too) it fails, naming the cap. The other jobs finish.
+#[test]
+fn per_run_max_lost_is_honoured_by_the_farms_reaper() {
+    let _serial = support::serial();
+    let dir = temp("acufarm-maxlost-");
+    let data = Dataset::generate(&Backend::Fs, dir.path(), "maxlost", &MODELS[..1], &kept_frames());
+    let n = data.expected.len() as u64;
+    let run = "max-lost-one";
+    let spec = data.write_spec("spec.toml", run, |s| {
+        assert!(s.contains("max_lost = 5"), "examples/acusim.toml changed shape");
+        s.replace("max_lost = 5", "max_lost = 1")
+    });
+    let mut farm = Farm::start(Vec::new(), FAST);
+    farm.start_worker("doomed", 4);
+    farm.submit(&spec);
+    // The worker holds the batch it renders and the next one it fetched.
+    let at_kill = farm.wait_until(run, "5 jobs leased", RUN_TIMEOUT, |s| count(s, "leased") >= 5);
+    farm.worker("doomed").kill9();
+    farm.log(&format!("killed the worker holding leases at {}", counts_line(&at_kill)));
+    // Its leases expire and the reaper queues those jobs again (first loss: within the cap).
+    let requeued = farm.wait_until(run, "the killed worker's leases taken back", RUN_TIMEOUT, |s| count(s, "leased") == 0);
+    assert_eq!(count(&requeued, "failed"), 0, "one lost lease is within max_lost = 1: {requeued}");
+
+    // The next worker leases everything queued and dies as well.
+    let leased = lease_and_go_silent(&farm, "silent", 1000);
+    let lost_twice: BTreeSet<i64> = leased.iter().filter(|(_, attempt)| *attempt == 2).map(|(job, _)| *job).collect();
+    assert!(!lost_twice.is_empty(), "none of the jobs the killed worker held was leased again: {leased:?}");
+    let after = farm.wait_until(run, "the silent worker's leases taken back", RUN_TIMEOUT, |s| count(s, "leased") == 0);
+    farm.log(&format!("{} jobs lost their lease twice: {}", lost_twice.len(), counts_line(&after)));
+
+    farm.start_worker("healthy", 4);
+    let status = farm.wait_done(run, RUN_TIMEOUT);
+    let k = lost_twice.len() as u64;
+    assert_eq!((count(&status, "succeeded"), count(&status, "failed")), (n - k, k), "{status}");
+    let failures = status["failures"].as_array().cloned().unwrap_or_default();
+    let failed: BTreeSet<i64> = failures.iter().filter_map(|f| f["job_id"].as_i64()).collect();
+    assert_eq!(failed, lost_twice, "exactly the jobs lost twice failed: {failures:?}");
+    for failure in &failures {
+        assert_eq!(failure["class"], "retryable", "{failure}");
+        assert!(failure["message"].as_str().is_some_and(|m| m.contains("lost its lease 2 times, more than the 1 allowed")), "{failure}");
+    }
+    let rows = support::manifest_rows(&data.output_local());
+    assert_eq!(rows.len() as u64, n - k, "the manifest lists the succeeded jobs");
+    stop_workers_gracefully(&mut farm);
+}

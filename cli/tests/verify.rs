@@ -73,6 +73,30 @@ fn reports_each_problem_precisely() {
     assert!(stdout.contains("unlisted  train/image/img_512/stray.png"), "{stdout}");
     assert!(stderr.contains("3 problems") && stderr.contains("1 missing, 1 changed, 0 duplicate, 1 unlisted"), "{stderr}");
 
+    // Debris of crashes: temporary upload files (hidden from object_store's listings) anywhere,
+    // and staging objects, are reported by path as stray.
+    std::fs::remove_file(root.join("train/image/img_512/stray.png")).unwrap();
+    write(root, files[0].0, files[0].1);
+    write(root, files[3].0, files[3].1);
+    for debris in ["train/label/label/M_Asher_N_HD_0001.json#1", "_staging/r/17.1#1", "_staging/r/18.2", "train/metadata.jsonl#2"] {
+        write(root, debris, b"partial");
+    }
+    write(root, "_acufarm/r/scene.png", b"shipped");
+    let (ok, stdout, stderr) = verify(root);
+    assert!(!ok, "{stdout}");
+    for temporary in ["train/label/label/M_Asher_N_HD_0001.json#1", "_staging/r/17.1#1", "train/metadata.jsonl#2"] {
+        assert!(stdout.contains(&format!("stray     {temporary} is the temporary file of an upload cut short")), "{temporary}: {stdout}");
+    }
+    assert!(stdout.contains("stray     _staging/r/18.2 is a staging object left behind"), "{stdout}");
+    assert!(!stdout.contains("_acufarm"), "shipped files are acufarm's own: {stdout}");
+    assert!(stderr.contains("4 problems") && stderr.contains("0 unlisted, 4 stray"), "{stderr}");
+    std::fs::remove_dir_all(root.join("_staging")).unwrap();
+    for temporary in ["train/label/label/M_Asher_N_HD_0001.json#1", "train/metadata.jsonl#2"] {
+        std::fs::remove_file(root.join(temporary)).unwrap();
+    }
+    let (ok, _, stderr) = verify(root);
+    assert!(ok, "{stderr}");
+
     write(root, "manifest.jsonl", format!("{manifest}{}\n", serde_json::to_string(&rows[1]).unwrap()).as_bytes());
     let (_, stdout, _) = verify(root);
     assert!(stdout.contains(&format!("duplicate {} is listed on manifest lines [2, 3]", files[2].0)), "{stdout}");

@@ -9,6 +9,7 @@ use acufarm_storage::{ObjectWriter, Storage, StorageError};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// Why the manifest could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,8 @@ pub enum ManifestError {
     Label(#[from] manifest::LabelError),
     #[error("the stored result of {sample_id} is not a manifest row ({reason}); resubmit that job")]
     BadResult { sample_id: String, reason: String },
+    #[error("another writer took over the manifest of run {run} while this one was writing it (this writer stalled past its claim); nothing was replaced, and the other writer finishes it")]
+    ClaimLost { run: RunId },
 }
 
 impl ManifestError {
@@ -29,6 +32,7 @@ impl ManifestError {
         match self {
             Self::Store(e) => e.is_retryable(),
             Self::Storage(e) => e.is_retryable(),
+            Self::ClaimLost { .. } => true,
             _ => false,
         }
     }
@@ -86,36 +90,97 @@ impl Files {
     }
 }
 
-/// Writes the manifest of `run` into `output`; returns the summary it wrote (`outputs` = rows).
-/// Idempotent: it is a function of the database, so writing twice (or from two coordinator
-/// replicas) gives the same files, and each file is replaced whole. Rows stream from the store in
-/// output-path order and are uploaded as they come, so memory stays flat for any run size.
-pub async fn write<S: Store>(store: &S, run: RunId, run_name: &str, output: &Storage) -> Result<manifest::Summary, ManifestError> {
-    let mut files = Files { manifest: Output::open(output, manifest::MANIFEST)?, metadata: BTreeMap::new() };
-    match write_rows(store, run, output, &mut files).await {
-        Ok(totals) => {
-            // Failures by class (retryable, permanent, qa): failed jobs are few, so read them.
-            let failed = store.run_jobs(run, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: None }).await?;
-            let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-            for job in &failed {
-                *failures.entry(job.failure_class.map_or("unknown", |c| c.as_str()).to_string()).or_default() += 1;
-            }
-            let summary = totals.finish(run_name, failures);
-            files.manifest.finish().await?;
-            for (_, metadata) in files.metadata {
-                metadata.finish().await?;
-            }
-            output.put(manifest::SUMMARY, Bytes::from(serde_json::to_string_pretty(&summary).expect("a summary serializes"))).await?;
-            Ok(summary)
+/// A claim on the write of a run's manifest ([`Store::claim_manifest`]), held by `writer` and
+/// renewed for `ttl` at a time while the rows stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub writer: &'a str,
+    pub ttl: Duration,
+}
+
+/// Keeps a claim alive: renewed once a third of its time has passed, and checked right before
+/// the files are replaced, so a writer that stalled past its claim never replaces them.
+struct Keeper<'a, S> {
+    store: &'a S,
+    run: RunId,
+    claim: Option<Claim<'a>>,
+    renewed: Instant,
+}
+
+impl<S: Store> Keeper<'_, S> {
+    async fn renew(&mut self, force: bool) -> Result<(), ManifestError> {
+        let Some(claim) = self.claim else { return Ok(()) };
+        if !force && self.renewed.elapsed() < claim.ttl / 3 {
+            return Ok(());
         }
-        Err(error) => {
-            files.abort().await;
-            Err(error)
+        let until = chrono::Utc::now() + chrono::Duration::from_std(claim.ttl).unwrap_or(chrono::Duration::MAX);
+        if !self.store.renew_manifest_claim(self.run, claim.writer, until).await? {
+            return Err(ManifestError::ClaimLost { run: self.run });
         }
+        self.renewed = Instant::now();
+        Ok(())
     }
 }
 
-async fn write_rows<S: Store>(store: &S, run: RunId, output: &Storage, files: &mut Files) -> Result<SummaryTotals, ManifestError> {
+/// Writes the manifest of `run` into `output`; returns the summary it wrote (`outputs` = rows).
+/// The caller must be its only writer: embedded mode (one process), or a coordinator holding the
+/// claim ([`write_claimed`]). Rows stream from the store in output-path order and are uploaded as
+/// they come, so memory stays flat for any run size; each file is replaced whole, and the
+/// temporary `#N` files an earlier writer's crash left beside them are removed.
+pub async fn write<S: Store>(store: &S, run: RunId, run_name: &str, output: &Storage) -> Result<manifest::Summary, ManifestError> {
+    write_inner(store, run, run_name, output, None).await
+}
+
+/// [`write`] under a claim, which is renewed while the rows stream; fails with
+/// [`ManifestError::ClaimLost`], leaving the old files, when another writer took it over.
+pub async fn write_claimed<S: Store>(store: &S, run: RunId, run_name: &str, output: &Storage, claim: Claim<'_>) -> Result<manifest::Summary, ManifestError> {
+    write_inner(store, run, run_name, output, Some(claim)).await
+}
+
+async fn write_inner<S: Store>(store: &S, run: RunId, run_name: &str, output: &Storage, claim: Option<Claim<'_>>) -> Result<manifest::Summary, ManifestError> {
+    let mut keeper = Keeper { store, run, claim, renewed: Instant::now() };
+    let mut files = Files { manifest: Output::open(output, manifest::MANIFEST)?, metadata: BTreeMap::new() };
+    let prepared = async {
+        let totals = write_rows(store, run, output, &mut files, &mut keeper).await?;
+        // Failures by class (retryable, permanent, qa): failed jobs are few, so read them.
+        let failed = store.run_jobs(run, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: None }).await?;
+        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+        for job in &failed {
+            *failures.entry(job.failure_class.map_or("unknown", |c| c.as_str()).to_string()).or_default() += 1;
+        }
+        let status = store.run_status(run).await?;
+        let wall_seconds = status.last_change.map(|end| (end - status.run.created_at).as_seconds_f64().max(0.0));
+        // Still the one writer? Checked last, right before the files are replaced.
+        keeper.renew(true).await?;
+        Ok::<_, ManifestError>(totals.finish(run_name, failures, wall_seconds))
+    }
+    .await;
+    let summary = match prepared {
+        Ok(summary) => summary,
+        Err(error) => {
+            files.abort().await;
+            return Err(error);
+        }
+    };
+    let mut written = vec![manifest::MANIFEST.to_string()];
+    files.manifest.finish().await?;
+    for (folder, metadata) in files.metadata {
+        metadata.finish().await?;
+        written.push(format!("{folder}{}", manifest::METADATA));
+    }
+    output.put(manifest::SUMMARY, Bytes::from(serde_json::to_string_pretty(&summary).expect("a summary serializes"))).await?;
+    written.push(manifest::SUMMARY.to_string());
+    // The one writer may remove what an earlier writer's crash left mid-upload.
+    for rel in &written {
+        let removed = output.remove_temporaries(rel).await?;
+        if removed > 0 {
+            tracing::info!(file = %rel, removed, "removed temporary files of an interrupted manifest write");
+        }
+    }
+    Ok(summary)
+}
+
+async fn write_rows<S: Store>(store: &S, run: RunId, output: &Storage, files: &mut Files, keeper: &mut Keeper<'_, S>) -> Result<SummaryTotals, ManifestError> {
     let mut jobs = store.succeeded_jobs(run).await?;
     let mut totals = SummaryTotals::default();
     let mut chunk: Vec<ManifestRow> = Vec::with_capacity(LABEL_READS);
@@ -129,6 +194,7 @@ async fn write_rows<S: Store>(store: &S, run: RunId, output: &Storage, files: &m
         if chunk.is_empty() {
             return Ok(totals);
         }
+        keeper.renew(false).await?;
         let labels: Vec<_> = chunk.iter().map(|row| read_keypoints(output, row)).collect();
         let labels = futures_util::future::join_all(labels).await;
         for (row, keypoints) in chunk.iter().zip(labels) {

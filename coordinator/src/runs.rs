@@ -48,6 +48,7 @@ pub fn plan_run(spec: &RunSpec, spec_text: &str, resolution: &Resolution, bundle
         spec: spec_text.to_string(),
         priority: spec.run.priority,
         bundle_sha256: bundle_sha256.to_string(),
+        max_lost: spec.retry.max_lost,
         shards,
         jobs,
     })
@@ -160,7 +161,9 @@ async fn finish_commit(input: &Storage, output: &Storage, commit: Commit<'_>, mo
     let job = commit.job;
     let annotation = match (&job.label, &job.output_label) {
         (Some(label), Some(out_label)) => {
-            output.copy_from(input, label, out_label).await?;
+            // Through a file in the attempt's staging folder: a crash mid-copy leaves staging
+            // debris (removed with the run's staging), never a temporary file beside the labels.
+            output.copy_from_staged(input, label, out_label, &format!("{}.label", commit.staged.staging_key)).await?;
             Some(FileRef { path: out_label.to_string(), sha256: output.sha256(out_label).await? })
         }
         _ => None,

@@ -5,8 +5,8 @@ mod support;
 
 use acufarm_coordinator::state::{Completion, Expiry, Failure, ShardState, Stale, StateCounts};
 use acufarm_coordinator::store::{
-    CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, NewJob, NewRun, Resubmission, Resubmitted,
-    RunState, SucceededJob,
+    CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, ManifestClaim, ManifestCounts, NewJob, NewRun,
+    Resubmission, Resubmitted, RunState, SucceededJob,
 };
 use acufarm_coordinator::{RetryPolicy, Store, StoreError};
 use acufarm_core::{Attempt, FailureClass, JobId, JobState, RunId};
@@ -59,6 +59,9 @@ conformance!(
     job_records_and_filters_show_state_holder_and_failure,
     runs_are_listed_and_their_spec_replaced,
     succeeded_jobs_stream_in_output_path_order,
+    reaper_applies_each_runs_own_lost_lease_cap,
+    manifest_write_is_claimed_by_one_writer_per_set_of_counts,
+    concurrent_manifest_claims_have_one_winner,
 );
 
 const BUNDLE: &str = "bundle-a";
@@ -95,6 +98,8 @@ fn new_run(name: &str, priority: i32, shards: &[&str], jobs_per_shard: usize) ->
         spec: format!("[run]\nname = \"{name}\"\n"),
         priority,
         bundle_sha256: BUNDLE.to_string(),
+        // The lost-lease cap of `policy()`, which the reaper takes from the run.
+        max_lost: policy().max_lost,
         shards: shards.iter().map(|shard| shard.to_string()).collect(),
         jobs,
     }
@@ -290,7 +295,7 @@ async fn heartbeat_extends_only_leases_still_held<S: Store>(store: S) {
     assert!(store.heartbeat("w1", &[], LEASE, at(30)).await.unwrap().is_empty());
 
     // Leased at 0 for 60 s; `kept` was extended at 30 to 90.
-    let reaped = store.reap_expired(&policy(), at(70)).await.unwrap();
+    let reaped = store.reap_expired(at(70)).await.unwrap();
     assert_eq!(reaped.iter().map(|job| job.job).collect::<Vec<_>>(), [dropped.job]);
     assert_eq!(store.heartbeat("w1", &[kept, dropped], LEASE, at(71)).await.unwrap(), [kept]);
 }
@@ -346,7 +351,7 @@ async fn complete_reports_accepted_duplicate_and_stale<S: Store>(store: S) {
 async fn late_completion_from_an_expired_lease_is_rejected<S: Store>(store: S) {
     let run = store.create_run(&new_run("relight", 0, &["m01"], 1), false, at(0)).await.unwrap();
     let job = lease(&store, "slow", 1, at(0)).await[0].job;
-    assert_eq!(store.reap_expired(&policy(), at(61)).await.unwrap()[0].outcome, Expiry::Requeue { lost: 1 });
+    assert_eq!(store.reap_expired(at(61)).await.unwrap()[0].outcome, Expiry::Requeue { lost: 1 });
 
     assert_eq!(
         complete_one(&store, job, 1, at(62)).await,
@@ -439,8 +444,8 @@ async fn reaper_requeues_without_using_attempts_and_fails_past_lost_cap<S: Store
     for expected_lost in 1..=2 {
         let leased = lease(&store, "crashy", 1, at(clock)).await;
         assert_eq!(leased[0].attempt, Attempt(expected_lost));
-        assert!(store.reap_expired(&policy(), at(clock + 59)).await.unwrap().is_empty(), "not expired yet");
-        let reaped = store.reap_expired(&policy(), at(clock + 60)).await.unwrap();
+        assert!(store.reap_expired(at(clock + 59)).await.unwrap().is_empty(), "not expired yet");
+        let reaped = store.reap_expired(at(clock + 60)).await.unwrap();
         assert_eq!(reaped.len(), 1);
         assert_eq!(
             (reaped[0].attempt, reaped[0].outcome),
@@ -461,7 +466,7 @@ async fn reaper_requeues_without_using_attempts_and_fails_past_lost_cap<S: Store
     clock += 100;
     let leased = lease(&store, "crashy", 1, at(clock)).await;
     assert_eq!((leased[0].job, leased[0].attempt), (job_a, Attempt(4)));
-    let reaped = store.reap_expired(&policy(), at(clock + 60)).await.unwrap();
+    let reaped = store.reap_expired(at(clock + 60)).await.unwrap();
     assert_eq!(reaped[0].outcome, Expiry::Fail { lost: 3 });
     assert_eq!(counts(&store, run).await, state_counts(1, 0, 0, 1, 0));
     assert_eq!(
@@ -564,7 +569,7 @@ async fn cancel_stops_unfinished_jobs_and_fences_their_holders<S: Store>(store: 
             .unwrap()
             .is_empty()
     );
-    assert!(store.reap_expired(&policy(), at(1000)).await.unwrap().is_empty());
+    assert!(store.reap_expired(at(1000)).await.unwrap().is_empty());
     let error = store.resume_run(run, at(5)).await.unwrap_err();
     assert!(matches!(error, StoreError::RunCancelled { .. }), "{error:?}");
     assert_eq!(succeeded(&store, run).await.len(), 1, "finished work survives a cancel");
@@ -621,9 +626,11 @@ async fn runs_are_listed_and_their_spec_replaced<S: Store>(store: S) {
     let b = store.create_run(&new_run("b", 5, &["m1"], 1), false, at(1)).await.unwrap();
     let runs = store.list_runs().await.unwrap();
     assert_eq!(runs.iter().map(|run| run.id).collect::<Vec<_>>(), [a, b]);
-    store.set_run_spec(b, "[run]\nname = \"b\"\n# fixed\n", at(2)).await.unwrap();
-    assert!(store.run(b).await.unwrap().spec.ends_with("# fixed\n"));
-    assert!(matches!(store.set_run_spec(RunId(424_242), "", at(3)).await, Err(StoreError::RunNotFound { .. })));
+    store.set_run_spec(b, "[run]\nname = \"b\"\n# fixed\n", 7, at(2)).await.unwrap();
+    let fixed = store.run(b).await.unwrap();
+    assert!(fixed.spec.ends_with("# fixed\n"));
+    assert_eq!((fixed.max_lost, store.run(a).await.unwrap().max_lost), (7, policy().max_lost), "the corrected spec's lost-lease cap");
+    assert!(matches!(store.set_run_spec(RunId(424_242), "", 1, at(3)).await, Err(StoreError::RunNotFound { .. })));
     assert!(matches!(store.run(RunId(424_242)).await, Err(StoreError::RunNotFound { .. })));
 }
 
@@ -652,4 +659,72 @@ async fn succeeded_jobs_stream_in_output_path_order<S: Store>(store: S) {
         .collect();
     let expected = [Some("test/Z.png"), Some("test/a.png"), Some("train/a.png"), Some("train/b.png"), None];
     assert_eq!(order, expected.map(|path| path.map(str::to_string)));
+}
+
+async fn reaper_applies_each_runs_own_lost_lease_cap<S: Store>(store: S) {
+    // One run allows a single lost lease ([retry] max_lost = 1), the other the default five; one
+    // reaper pass serves both.
+    let strict = store.create_run(&NewRun { max_lost: 1, ..new_run("strict", 1, &["m01"], 1) }, false, at(0)).await.unwrap();
+    let lenient = store.create_run(&NewRun { max_lost: 5, ..new_run("lenient", 0, &["m01"], 1) }, false, at(0)).await.unwrap();
+    assert_eq!((store.run(strict).await.unwrap().max_lost, store.run(lenient).await.unwrap().max_lost), (1, 5));
+    let mut clock = 0;
+    for lost in 1..=2u32 {
+        let leased = lease(&store, "crashy", 2, at(clock)).await;
+        assert_eq!(leased.iter().map(|job| job.run).collect::<Vec<_>>(), [strict, lenient]);
+        let reaped = store.reap_expired(at(clock + 60)).await.unwrap();
+        let outcomes: Vec<Expiry> = reaped.iter().map(|job| job.outcome).collect();
+        let strict_outcome = if lost == 1 { Expiry::Requeue { lost } } else { Expiry::Fail { lost } };
+        assert_eq!(outcomes, [strict_outcome, Expiry::Requeue { lost }], "loss {lost}");
+        clock += 100;
+    }
+    assert_eq!(counts(&store, strict).await, state_counts(0, 0, 0, 1, 0));
+    assert_eq!(counts(&store, lenient).await, state_counts(1, 0, 0, 0, 0));
+    let failed = store.run_jobs(strict, &JobFilter::default()).await.unwrap();
+    assert_eq!(failed[0].failure_class, Some(FailureClass::Retryable));
+    assert!(failed[0].last_error.as_deref().is_some_and(|e| e.contains("lost its lease 2 times, more than the 1 allowed")), "{failed:?}");
+}
+
+async fn manifest_write_is_claimed_by_one_writer_per_set_of_counts<S: Store>(store: S) {
+    let run = store.create_run(&new_run("manifest", 0, &["m01"], 2), false, at(0)).await.unwrap();
+    let first = ManifestCounts { succeeded: 2, failed: 0 };
+    assert_eq!(store.claim_manifest(run, first, "a", at(60), at(0)).await.unwrap(), ManifestClaim::Claimed);
+    // While a's claim is valid nobody else writes, not even for other counts.
+    assert_eq!(store.claim_manifest(run, first, "b", at(60), at(1)).await.unwrap(), ManifestClaim::Busy { writer: "a".into(), until: at(60) });
+    assert_eq!(store.claim_manifest(run, ManifestCounts { succeeded: 1, failed: 1 }, "b", at(61), at(1)).await.unwrap(), ManifestClaim::Busy { writer: "a".into(), until: at(60) });
+    assert!(store.renew_manifest_claim(run, "a", at(90)).await.unwrap());
+    assert!(!store.renew_manifest_claim(run, "b", at(90)).await.unwrap(), "b holds no claim");
+    assert!(!store.end_manifest_claim(run, "b", Some(first)).await.unwrap());
+    assert!(store.end_manifest_claim(run, "a", Some(first)).await.unwrap());
+    // Written for these counts: a restart (or a replica) finds it current and writes nothing.
+    assert_eq!(store.claim_manifest(run, first, "c", at(120), at(2)).await.unwrap(), ManifestClaim::Current);
+
+    // New counts (a resubmitted job finished): one more write. Its writer dies; once the claim
+    // lapses another takes over, and the dead writer's renewal is refused.
+    let second = ManifestCounts { succeeded: 1, failed: 1 };
+    assert_eq!(store.claim_manifest(run, second, "d", at(60), at(3)).await.unwrap(), ManifestClaim::Claimed);
+    assert!(matches!(store.claim_manifest(run, second, "e", at(100), at(59)).await.unwrap(), ManifestClaim::Busy { .. }));
+    assert_eq!(store.claim_manifest(run, second, "e", at(120), at(60)).await.unwrap(), ManifestClaim::Claimed);
+    assert!(!store.renew_manifest_claim(run, "d", at(130)).await.unwrap(), "a lapsed claim that was taken over cannot be renewed");
+    // A failed write releases the claim without recording: the counts are still to be written.
+    assert!(store.end_manifest_claim(run, "e", None).await.unwrap());
+    assert_eq!(store.claim_manifest(run, first, "f", at(200), at(61)).await.unwrap(), ManifestClaim::Current, "the files still match the first counts");
+    assert_eq!(store.claim_manifest(run, second, "f", at(200), at(61)).await.unwrap(), ManifestClaim::Claimed);
+    assert!(store.end_manifest_claim(run, "f", Some(second)).await.unwrap());
+    assert_eq!(store.claim_manifest(run, second, "g", at(300), at(62)).await.unwrap(), ManifestClaim::Current);
+    assert!(matches!(store.claim_manifest(RunId(424_242), first, "g", at(300), at(62)).await, Err(StoreError::RunNotFound { .. })));
+    // --force replaces the run: the new one has no manifest yet.
+    let again = store.create_run(&new_run("manifest", 0, &["m01"], 2), true, at(63)).await.unwrap();
+    assert_eq!(store.claim_manifest(again, second, "h", at(300), at(63)).await.unwrap(), ManifestClaim::Claimed);
+}
+
+async fn concurrent_manifest_claims_have_one_winner<S: Store>(store: S) {
+    let run = store.create_run(&new_run("race", 0, &["m01"], 1), false, at(0)).await.unwrap();
+    let counts = ManifestCounts { succeeded: 1, failed: 0 };
+    let claims = (0..8).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim_manifest(run, counts, &format!("writer-{n}"), at(60), at(0)).await.unwrap() })
+    });
+    let claims: Vec<ManifestClaim> = futures_util::future::join_all(claims).await.into_iter().map(|claim| claim.unwrap()).collect();
+    assert_eq!(claims.iter().filter(|claim| **claim == ManifestClaim::Claimed).count(), 1, "{claims:?}");
+    assert!(claims.iter().all(|claim| matches!(claim, ManifestClaim::Claimed | ManifestClaim::Busy { .. })), "{claims:?}");
 }

@@ -113,12 +113,31 @@ pub struct Summary {
     pub failed: usize,
     pub failures_by_class: BTreeMap<String, usize>,
     pub shards: usize,
+    /// Seconds of work the outputs took, each second counted once: per output the sum of its
+    /// top-level stages (`fetch`, `render`, `qa`, `upload`), without the stages nested inside
+    /// another ([`NESTED_STAGES`]: `onnxruntime` is part of `render`), summed over outputs. With
+    /// several workers (or a worker fetching the next batch while it renders) this exceeds the
+    /// run's wall time; that is in `wall_seconds`.
     pub seconds_total: f64,
-    /// Mean seconds per stage over all outputs.
+    /// Wall-clock seconds from the run's creation (submit, or the first `acufarm run`) to the end
+    /// of its last job, time without workers included; absent for a run without jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_seconds: Option<f64>,
+    /// Mean seconds per stage over all outputs (nested stages included, each under its name).
     pub seconds_mean: BTreeMap<String, f64>,
     /// The landmark-drift QA gate (runs with `[qa]` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qa: Option<crate::qa::QaSummary>,
+}
+
+/// Timing stages measured inside another stage, so not added again to `seconds_total`:
+/// `onnxruntime` is the part of `render` spent in ONNX Runtime's sessions. A stage named
+/// `outer/inner` is nested too (room for finer timings without double counting).
+pub const NESTED_STAGES: &[&str] = &["onnxruntime"];
+
+/// Whether a timing stage lies inside another one ([`NESTED_STAGES`]).
+pub fn is_nested_stage(stage: &str) -> bool {
+    NESTED_STAGES.contains(&stage) || stage.contains('/')
 }
 
 /// A [`Summary`] built one row at a time (the manifest writer streams rows).
@@ -152,7 +171,8 @@ impl SummaryTotals {
         }
     }
 
-    pub fn finish(self, run: &str, failures_by_class: BTreeMap<String, usize>) -> Summary {
+    /// The summary of the rows added; `wall_seconds` is the run's span (see [`Summary`]).
+    pub fn finish(self, run: &str, failures_by_class: BTreeMap<String, usize>, wall_seconds: Option<f64>) -> Summary {
         let qa = self.qa.finish(failures_by_class.get("qa").copied().unwrap_or(0));
         let n = self.outputs.max(1) as f64;
         Summary {
@@ -161,7 +181,8 @@ impl SummaryTotals {
             failed: failures_by_class.values().sum(),
             failures_by_class,
             shards: self.shards.len(),
-            seconds_total: self.seconds.values().sum(),
+            seconds_total: self.seconds.iter().filter(|(stage, _)| !is_nested_stage(stage)).map(|(_, seconds)| seconds).sum(),
+            wall_seconds,
             seconds_mean: self.seconds.into_iter().map(|(k, v)| (k, v / n)).collect(),
             qa,
         }
@@ -207,6 +228,46 @@ mod tests {
         assert_eq!(points.len(), 2);
         assert_eq!(points[0].name, "LI17_天鼎_left");
         assert_eq!((points[1].x, points[1].n), (0.5, None));
+    }
+
+    #[test]
+    fn seconds_total_counts_each_second_of_work_once() {
+        let file = |path: &str| FileRef { path: path.into(), sha256: "0".repeat(64) };
+        let timings = [("fetch", 0.25), ("render", 2.0), ("onnxruntime", 1.5), ("qa", 0.5), ("upload", 0.25), ("render/unet", 1.0)];
+        let row = ManifestRow {
+            run: "r".into(),
+            shard: "s".into(),
+            sample_id: "a".into(),
+            variant: 0,
+            qa_try: 0,
+            source: file("a.png"),
+            output: file("a.png"),
+            annotation: None,
+            prompt_set: PromptCategory::Male,
+            prompt: "p".into(),
+            negative: String::new(),
+            seed: 1,
+            scene: None,
+            params: JobParams::default(),
+            bundle: BundleRef { name: "b".into(), sha256: "1".repeat(64) },
+            worker: "w".into(),
+            execution_provider: "cpu".into(),
+            attempt: 1,
+            timings: timings.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            qa: Vec::new(),
+        };
+        let mut totals = SummaryTotals::default();
+        totals.add(&row);
+        totals.add(&row);
+        let summary = totals.finish("r", BTreeMap::new(), Some(2.5));
+        // (0.25 + 2 + 0.5 + 0.25) per output; onnxruntime and render/unet lie inside render.
+        assert_eq!(summary.seconds_total, 6.0);
+        assert_eq!(summary.wall_seconds, Some(2.5));
+        assert_eq!((summary.seconds_mean["onnxruntime"], summary.seconds_mean["render"]), (1.5, 2.0));
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["wall_seconds"], 2.5);
+        let old: Summary = serde_json::from_value(serde_json::json!({"run": "r", "outputs": 0, "failed": 0, "failures_by_class": {}, "shards": 0, "seconds_total": 0.0, "seconds_mean": {}})).unwrap();
+        assert_eq!(old.wall_seconds, None, "a summary written before wall_seconds still reads");
     }
 
     #[test]

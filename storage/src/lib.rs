@@ -5,6 +5,12 @@
 //! Paths are `/`-separated and relative to the root the URL names. Results are written to a
 //! staging key first and committed (renamed) to their final key, so a reader never sees a partial
 //! output and a crashed upload leaves only staging objects, which `clean_staging` removes.
+//!
+//! On `file://` roots object_store writes every object as `key#N` first and renames it to `key`
+//! when the upload completes, so a process killed in between leaves `key#N` behind; its listings
+//! hide such names ([`is_temporary`]). Staging cleanup and [`Storage::staging_count`] therefore
+//! read the staging folder from the filesystem itself, and writes outside staging that a crash
+//! must not litter (label copies) go through a staging file and a rename.
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -27,6 +33,8 @@ pub enum StorageError {
     NotFound { root: String, path: String },
     #[error("storage error at {root}/{path}: {reason}")]
     Io { root: String, path: String, reason: String },
+    #[error("refusing to clean the staging objects of run `{run}` in {root}: a run name is one non-empty path segment (no `/`, not `.` or `..`), so rename the run")]
+    BadRunName { root: String, run: String },
 }
 
 impl StorageError {
@@ -83,6 +91,14 @@ pub struct Storage {
 /// Whether a relative path lies under one of acufarm's own folders (staging, shipped files).
 pub fn is_reserved(rel: &str) -> bool {
     matches!(rel.split('/').next(), Some(STAGING | SHIPPED))
+}
+
+/// Whether a path names one of object_store's temporary upload files on the local filesystem:
+/// a file name with `#` followed by digits only (`x.png#1`), the same rule object_store uses to
+/// hide them from listings. A crash between its write and its rename leaves one behind.
+pub fn is_temporary(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.split_once('#').is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Root URL of the files shipped with run `run` under an output root.
@@ -259,11 +275,21 @@ impl Storage {
     }
 
     /// Removes every staging object of a run (or of all runs with `run = None`); returns how many.
+    /// On the local filesystem the folder is read from disk, so object_store's temporary `#N`
+    /// files of uploads cut short (which its listings hide) go too.
     pub async fn clean_staging(&self, run: Option<&str>) -> Result<usize, StorageError> {
         let under = match run {
+            // An empty name would widen the prefix to every run's staging objects.
+            Some(run) if run.is_empty() || run.contains('/') || run == "." || run == ".." => {
+                return Err(StorageError::BadRunName { root: self.url.clone(), run: run.to_string() });
+            }
             Some(run) => format!("{STAGING}/{run}"),
             None => STAGING.to_string(),
         };
+        if let Some(dir) = self.local_path(&under)? {
+            let removed = tokio::task::spawn_blocking(move || remove_tree(&dir)).await;
+            return removed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io { root: self.url.clone(), path: under, reason });
+        }
         let key = self.key(&under)?;
         let metas: Vec<_> = self.store.list(Some(&key)).try_collect().await.map_err(|e| self.io(&under, e))?;
         for meta in &metas {
@@ -275,17 +301,151 @@ impl Storage {
         Ok(metas.len())
     }
 
-    /// Number of staging objects left (a finished run leaves none).
+    /// Number of staging objects left (a finished run leaves none), temporary `#N` files of
+    /// interrupted uploads included on the local filesystem.
     pub async fn staging_count(&self) -> Result<usize, StorageError> {
+        if let Some(dir) = self.local_path(STAGING)? {
+            let counted = tokio::task::spawn_blocking(move || files_under(&dir)).await;
+            return counted.map_err(|e| e.to_string()).and_then(|r| r.map(|files| files.len()).map_err(|e| e.to_string())).map_err(|reason| StorageError::Io { root: self.url.clone(), path: STAGING.into(), reason });
+        }
         let key = self.key(STAGING)?;
         let metas: Vec<_> = self.store.list(Some(&key)).try_collect().await.map_err(|e| self.io(STAGING, e))?;
         Ok(metas.len())
+    }
+
+    /// Copies bytes from another root unchanged, like [`Storage::copy_from`], without ever
+    /// leaving a partial or temporary file beside `rel_to`: on the local filesystem the bytes are
+    /// written (and fsynced) to a file named after `staging` (a staging key of the run) and then
+    /// renamed into place, so a crash at any point leaves at most a staging file, which
+    /// [`Storage::clean_staging`] removes. On S3 a put is atomic and goes straight to `rel_to`.
+    pub async fn copy_from_staged(&self, source: &Storage, rel_from: &str, rel_to: &str, staging: &str) -> Result<(), StorageError> {
+        let bytes = source.get(rel_from).await?;
+        let (Some(temp_base), Some(to)) = (self.local_path(staging)?, self.local_path(rel_to)?) else {
+            return self.put(rel_to, bytes).await;
+        };
+        let written = tokio::task::spawn_blocking(move || local_put_via(&temp_base, &to, &bytes)).await;
+        written.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io { root: self.url.clone(), path: rel_to.to_string(), reason })
+    }
+
+    /// Removes the temporary `#N` files object_store left beside `rel` (uploads of it cut short
+    /// by a crash); returns how many. Only the one writer of `rel` may call this (a concurrent
+    /// upload's temporary file would go too). Nothing to do on S3, whose uploads are invisible
+    /// until complete.
+    pub async fn remove_temporaries(&self, rel: &str) -> Result<usize, StorageError> {
+        let Some(path) = self.local_path(rel)? else { return Ok(0) };
+        let removed = tokio::task::spawn_blocking(move || remove_temporaries_of(&path)).await;
+        removed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io { root: self.url.clone(), path: rel.to_string(), reason })
+    }
+
+    /// The filesystem path of `rel` on a local root; `None` on S3.
+    fn local_path(&self, rel: &str) -> Result<Option<std::path::PathBuf>, StorageError> {
+        let Some(local) = &self.local else { return Ok(None) };
+        local.path_to_filesystem(&self.key(rel)?).map(Some).map_err(|e| self.io(rel, e))
     }
 
     /// sha256 of an object's bytes.
     pub async fn sha256(&self, rel: &str) -> Result<String, StorageError> {
         Ok(acufarm_core::manifest::sha256_bytes(&self.get(rel).await?))
     }
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() { folders.push(entry.path()) } else { files.push(entry.path()) }
+        }
+    }
+    Ok(files)
+}
+
+/// Removes every file under `dir`, then the folders left empty; returns how many files went. A
+/// folder that gained a file meanwhile (a late upload) stays.
+fn remove_tree(dir: &std::path::Path) -> std::io::Result<usize> {
+    let files = files_under(dir)?;
+    for file in &files {
+        if let Err(e) = std::fs::remove_file(file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(e);
+        }
+    }
+    let mut folders: Vec<std::path::PathBuf> = files.iter().filter_map(|f| f.parent().map(|p| p.to_path_buf())).collect();
+    folders.push(dir.to_path_buf());
+    // Deepest first, so a parent is tried after its children.
+    folders.sort_by_key(|f| std::cmp::Reverse(f.components().count()));
+    folders.dedup();
+    for folder in folders.iter().filter(|f| f.starts_with(dir)) {
+        let _ = std::fs::remove_dir(folder);
+    }
+    Ok(files.len())
+}
+
+/// Writes `bytes` to a new file beside `temp_base` (`<base>.copy<N>`, never an existing file, so
+/// two writers of the same key cannot share one), fsyncs it, renames it to `to` and fsyncs the
+/// destination folder.
+fn local_put_via(temp_base: &std::path::Path, to: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Write};
+    if let Some(parent) = temp_base.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let (mut file, temp) = (1..)
+        .map(|n| {
+            let mut name = temp_base.as_os_str().to_owned();
+            name.push(format!(".copy{n}"));
+            let temp = std::path::PathBuf::from(name);
+            std::fs::File::options().write(true).create_new(true).open(&temp).map(|file| (file, temp))
+        })
+        .find(|opened| !matches!(opened, Err(e) if e.kind() == ErrorKind::AlreadyExists))
+        .expect("an unbounded range")?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    drop(file);
+    let moved = written.and_then(|()| {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&temp, to)
+    });
+    if let Err(e) = moved {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    match to.parent() {
+        Some(parent) => std::fs::File::open(parent).and_then(|dir| dir.sync_all()),
+        None => Ok(()),
+    }
+}
+
+/// Removes `path#N` files beside `path`.
+fn remove_temporaries_of(path: &std::path::Path) -> std::io::Result<usize> {
+    let (Some(folder), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return Ok(0) };
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else { continue };
+        if file_name.strip_prefix(name).and_then(|rest| rest.strip_prefix('#')).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 enum LocalFailure {

@@ -64,6 +64,23 @@ async fn scenario(input: &Storage, output: &Storage) {
     assert_eq!(output.staging_count().await.unwrap(), 1);
     assert_eq!(output.clean_staging(None).await.unwrap(), 1);
 
+    // A label copy through a staging key lands whole and leaves nothing in staging.
+    let label = "train/label/label/M_Asher_N_HD_0001.json";
+    output.delete(label).await.unwrap();
+    output.copy_from_staged(input, label, label, &Storage::staging_key("run-1", 9, 1)).await.unwrap();
+    assert_eq!(output.sha256(label).await.unwrap(), input.sha256(label).await.unwrap());
+    assert_eq!(output.staging_count().await.unwrap(), 0);
+    assert_eq!(output.list("train/label").await.unwrap(), vec![label], "nothing but the label lands beside it");
+
+    // A run name that would widen the staging prefix is refused before anything is deleted.
+    output.put(&Storage::staging_key("run-3", 1, 1), Bytes::from_static(b"z")).await.unwrap();
+    for bad in ["", "a/b", "..", "."] {
+        let err = output.clean_staging(Some(bad)).await.unwrap_err();
+        assert!(matches!(err, StorageError::BadRunName { .. }) && err.to_string().contains("one non-empty path segment"), "{bad:?}: {err}");
+    }
+    assert_eq!(output.staging_count().await.unwrap(), 1);
+    assert_eq!(output.clean_staging(Some("run-3")).await.unwrap(), 1);
+
     let err = input.get("train/image/img_512/missing.png").await.unwrap_err();
     assert!(matches!(err, StorageError::NotFound { .. }) && !err.is_retryable(), "{err}");
     assert!(err.to_string().contains("missing.png does not exist"), "{err}");
@@ -77,6 +94,39 @@ async fn local_filesystem() {
     let input = Storage::open(&format!("file://{}", dir.path().join("in").display())).unwrap();
     let output = Storage::open(&format!("file://{}", dir.path().join("out").display())).unwrap();
     scenario(&input, &output).await;
+}
+
+/// object_store's local uploads write `key#N` and rename it; a process killed in between leaves
+/// that file, which object_store's own listings hide. Staging cleanup and counts must see it, and
+/// the manifest writer removes those of its own files.
+#[tokio::test]
+async fn local_temporary_upload_files_are_counted_and_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("out");
+    let output = Storage::open(&format!("file://{}", root.display())).unwrap();
+    let staged = Storage::staging_key("run-1", 4, 1);
+    output.put(&staged, Bytes::from_static(b"whole")).await.unwrap();
+    // What a worker killed during its upload, and a coordinator killed while copying, leave.
+    std::fs::write(root.join(format!("{staged}#1")), b"half").unwrap();
+    std::fs::create_dir_all(root.join("_staging/run-2")).unwrap();
+    std::fs::write(root.join("_staging/run-2/1.1#1"), b"other run").unwrap();
+    std::fs::write(root.join("manifest.jsonl#1"), b"half a manifest").unwrap();
+    std::fs::write(root.join("manifest.jsonl#x"), b"not a temporary name").unwrap();
+    output.put("manifest.jsonl", Bytes::from_static(b"{}\n")).await.unwrap();
+    assert!(acufarm_storage::is_temporary("_staging/run-1/4.1#1") && acufarm_storage::is_temporary("a#b/c.json#12"));
+    assert!(!acufarm_storage::is_temporary("a#1/c.json") && !acufarm_storage::is_temporary("c.json#") && !acufarm_storage::is_temporary("c.json#1x"));
+    assert_eq!(output.list("").await.unwrap(), vec!["manifest.jsonl", "manifest.jsonl#x"], "object_store hides the temporary files");
+    assert_eq!(output.staging_count().await.unwrap(), 3, "the staged object and both temporary files count");
+
+    assert_eq!(output.clean_staging(Some("run-1")).await.unwrap(), 2);
+    assert!(!root.join("_staging/run-1").exists(), "the run's staging folder goes with its files");
+    assert_eq!(output.staging_count().await.unwrap(), 1, "another run's staging is left alone");
+
+    assert_eq!(output.remove_temporaries("manifest.jsonl").await.unwrap(), 1);
+    assert!(root.join("manifest.jsonl").exists() && root.join("manifest.jsonl#x").exists() && !root.join("manifest.jsonl#1").exists());
+    assert_eq!(output.remove_temporaries("train/metadata.jsonl").await.unwrap(), 0, "a folder that does not exist holds none");
+    assert_eq!(output.clean_staging(None).await.unwrap(), 1);
+    assert_eq!(output.staging_count().await.unwrap(), 0);
 }
 
 struct Moto(Child);

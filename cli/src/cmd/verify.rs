@@ -1,5 +1,8 @@
 //! `acufarm verify OUTPUT`: re-hashes every output and annotation a run's manifest lists and
-//! reports each problem by path — missing, changed, listed twice, or present but not listed.
+//! reports each problem by path — missing, changed, listed twice, present but not listed, or a
+//! stray file: a temporary `#N` file of an upload cut short (object_store writes `key#N`, then
+//! renames it, and hides such names from its listings, so the folder is read from disk here) or a
+//! staging object a finished run should not have left.
 
 use acufarm_core::manifest::{self, ManifestRow};
 use anyhow::Context;
@@ -22,6 +25,7 @@ enum Problem {
     Changed { path: String, line: usize, expected: String, actual: String },
     Duplicate { path: String, lines: Vec<usize> },
     Unlisted { path: String },
+    Stray { path: String, reason: &'static str },
 }
 
 impl std::fmt::Display for Problem {
@@ -31,6 +35,7 @@ impl std::fmt::Display for Problem {
             Self::Changed { path, line, expected, actual } => write!(f, "changed   {path} (manifest line {line}): sha256 {actual}, manifest says {expected}"),
             Self::Duplicate { path, lines } => write!(f, "duplicate {path} is listed on manifest lines {lines:?}"),
             Self::Unlisted { path } => write!(f, "unlisted  {path} is in the output but not in the manifest"),
+            Self::Stray { path, reason } => write!(f, "stray     {path} is {reason}; delete it"),
         }
     }
 }
@@ -83,6 +88,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut present = BTreeSet::new();
     walk(&args.output, &args.output, &mut present).with_context(|| format!("cannot list {}", args.output.display()))?;
     for path in present {
+        if acufarm_storage::is_temporary(&path) {
+            problems.push(Problem::Stray { path, reason: "the temporary file of an upload cut short (a process died mid-write)" });
+            continue;
+        }
+        if path.split('/').next() == Some(acufarm_storage::STAGING) {
+            problems.push(Problem::Stray { path, reason: "a staging object left behind (a finished run leaves none)" });
+            continue;
+        }
         // acufarm's own files: the manifest, staging and files shipped with the spec.
         let is_own = [manifest::MANIFEST, manifest::SUMMARY, manifest::METADATA].contains(&path.as_str()) || acufarm_storage::is_reserved(&path);
         let is_output = path.rsplit_once('.').is_some_and(|(_, ext)| matches!(ext.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "json"));
@@ -104,13 +117,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let count = |kind: fn(&Problem) -> bool| problems.iter().filter(|p| kind(p)).count();
     Err(super::exit::ProblemsFound(format!(
-        "{} problems in {} ({} missing, {} changed, {} duplicate, {} unlisted); restore the listed files or resubmit their shards",
+        "{} problems in {} ({} missing, {} changed, {} duplicate, {} unlisted, {} stray); restore the listed files or resubmit their shards, and delete stray files",
         problems.len(),
         args.output.display(),
         count(|p| matches!(p, Problem::Missing { .. })),
         count(|p| matches!(p, Problem::Changed { .. })),
         count(|p| matches!(p, Problem::Duplicate { .. })),
         count(|p| matches!(p, Problem::Unlisted { .. })),
+        count(|p| matches!(p, Problem::Stray { .. })),
     ))
     .into())
 }

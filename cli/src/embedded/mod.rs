@@ -130,7 +130,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             }
             // This process is the only worker of an embedded run: whatever is still leased was
             // held by a process that died, so take every lease back now.
-            store.reap_expired(&retry_policy(&spec), now + LEASE + Duration::from_secs(1)).await?;
+            store.reap_expired(now + LEASE + Duration::from_secs(1)).await?;
             output.clean_staging(Some(&spec.run.name)).await?;
             run.id
         }

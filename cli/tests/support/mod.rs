@@ -447,10 +447,30 @@ pub fn check_finished_run(farm: &Farm, data: &Dataset, run: &str, status: &Value
     let summary: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.summary.json")).expect("manifest.summary.json")).expect("summary JSON");
     assert_eq!(summary["outputs"].as_u64(), Some(n), "run {run}: summary {summary}");
     assert_eq!(data.staging_objects(), 0, "run {run}: staging objects left under {}/_staging", data.output_url);
+    let debris = unlisted_files(&out, &rows);
+    assert!(debris.is_empty(), "run {run}: files under {} that the manifest does not list: {debris:?}", out.display());
 
     let verify = Command::new(BIN).arg("verify").arg(&out).output().unwrap();
     assert!(verify.status.success(), "run {run}: acufarm verify {} failed:\n{}", out.display(), text(&verify));
     rows
+}
+
+/// Every file under a finished run's output root that is neither listed in its manifest (output
+/// or label copy) nor acufarm's own (the manifest files, `map.txt`, files shipped under
+/// `_acufarm/`): debris of a fault, object_store's temporary `key#N` files included (they are
+/// plain files on disk, though its listings hide them).
+pub fn unlisted_files(out: &Path, rows: &[Value]) -> Vec<String> {
+    let mut listed: BTreeSet<String> = ["manifest.jsonl", "manifest.summary.json", "map.txt", "train/metadata.jsonl", "test/metadata.jsonl"].map(String::from).into();
+    for row in rows {
+        for file in [&row["output"], &row["annotation"]] {
+            if let Some(path) = file["path"].as_str() {
+                listed.insert(path.to_string());
+            }
+        }
+    }
+    let mut present = BTreeSet::new();
+    collect_files(out, out, &mut present);
+    present.into_iter().filter(|path| !listed.contains(path) && !path.starts_with("_acufarm/")).collect()
 }
 
 pub fn collect_files(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {

@@ -102,6 +102,34 @@ impl Proc {
         self.exited = self.child.wait().ok();
     }
 
+    /// SIGKILL at a moment the process has a file open whose path satisfies `open` (e.g. the
+    /// temporary file of an upload in progress), so the kill lands mid-write: the process is frozen
+    /// (SIGSTOP) every few milliseconds, its open files are read from `/proc/<pid>/fd`, and it is
+    /// killed while frozen when one matches, else let go on (SIGCONT). Returns the matching path,
+    /// as the kill left it, or `None` when no such moment came within `timeout`.
+    pub fn kill9_while_open(&mut self, open: impl Fn(&Path) -> bool, timeout: Duration) -> Option<PathBuf> {
+        let pid = self.pid() as libc::pid_t;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && self.running() {
+            // SAFETY: kill(2) on our own child's pid; it has not been reaped (running() above).
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            // The stop takes effect asynchronously: wait until /proc says every thread is stopped.
+            let frozen = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < frozen && !stopped(pid) {
+                std::thread::yield_now();
+            }
+            let hit = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).find(|path| open(path));
+            if hit.is_some() {
+                self.kill9();
+                return hit;
+            }
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+
     /// Sends a signal by name (e.g. "TERM") with kill(1).
     pub fn signal(&mut self, signal: &str) {
         if self.running() {
@@ -109,6 +137,15 @@ impl Proc {
             assert!(status.success(), "kill -{signal} {} failed", self.pid());
         }
     }
+}
+
+/// Whether every thread of `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+fn stopped(pid: libc::pid_t) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        stat.rsplit(')').next().is_none_or(|rest| rest.trim_start().starts_with(['T', 't', 'Z', 'X']))
+    })
 }
 
 impl Drop for Proc {

@@ -5,7 +5,9 @@ use super::{Coordinator, store_status, storage_status, unix_ms};
 use crate::events::Event;
 use crate::runs;
 use crate::store::{JobFilter, RunInfo, Store};
-use crate::{StoreError, manifest};
+use super::finish::Written;
+use crate::StoreError;
+use crate::store::ManifestCounts;
 use acufarm_core::{FailureClass, JobState, RunSpec, resolve};
 use acufarm_proto::admin_server::Admin;
 use acufarm_proto::v1 as pb;
@@ -251,7 +253,7 @@ impl<S: Store> Admin for AdminService<S> {
         let (_, resolution) = self.resolve(&spec).await?;
         let (resubmissions, unresolved) = runs::re_resolve(&failed, &resolution).map_err(|e| Status::internal(e.to_string()))?;
         if !request.spec_toml.is_empty() {
-            store.set_run_spec(info.id, &spec_text, Utc::now()).await.map_err(store_status)?;
+            store.set_run_spec(info.id, &spec_text, spec.retry.max_lost, Utc::now()).await.map_err(store_status)?;
             self.0.forget_run(info.id).await;
         }
         let reports = store.resubmit(&resubmissions, Utc::now()).await.map_err(store_status)?;
@@ -277,14 +279,26 @@ impl<S: Store> Admin for AdminService<S> {
     async fn write_manifest(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::WriteManifestResponse>, Status> {
         let info = self.find(&request.into_inner().run).await?;
         let run = self.0.run_context(info.id).await?;
-        let summary = manifest::write(&self.0.inner.store, info.id, &info.name, &run.output)
-            .await
-            .map_err(|e| if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) })?;
-        let status = self.0.inner.store.run_status(info.id).await.map_err(store_status)?;
-        if status.counts.queued == 0 && status.counts.leased == 0 {
-            self.0.remember_qa(info.id, (status.counts.succeeded, status.counts.failed), &summary);
-            run.output.clean_staging(Some(&info.name)).await.map_err(storage_status)?;
+        // One writer per set of counts: when the reaper (of this or another replica) is writing
+        // the same manifest, wait for it instead of writing the files a second time.
+        let deadline = std::time::Instant::now() + 2 * super::finish::MANIFEST_CLAIM;
+        loop {
+            let status = self.0.inner.store.run_status(info.id).await.map_err(store_status)?;
+            let finished = status.counts.queued == 0 && status.counts.leased == 0;
+            let counts = ManifestCounts::of(&status.counts);
+            let written = self.0.write_manifest_once(info.id, &run, counts, finished).await.map_err(|e| if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) })?;
+            let rows = match written {
+                Written::Now(summary) => summary.outputs as u64,
+                Written::Current => counts.succeeded,
+                Written::Busy if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+                Written::Busy => {
+                    return Err(Status::unavailable(format!("another coordinator kept writing the manifest of run {} for {} s; ask again later", info.name, 2 * super::finish::MANIFEST_CLAIM.as_secs())));
+                }
+            };
+            return Ok(Response::new(pb::WriteManifestResponse { rows, output_url: run.output_url.clone() }));
         }
-        Ok(Response::new(pb::WriteManifestResponse { rows: summary.outputs as u64, output_url: run.output_url.clone() }))
     }
 }

@@ -4,6 +4,7 @@
 //! restarted coordinator serves the same workers and runs from the database.
 
 mod admin;
+mod finish;
 mod worker;
 
 use crate::auth::{Role, Tokens};
@@ -12,7 +13,7 @@ use crate::events::Events;
 use crate::tls::{ConnInfo, FileWatch, ServerTls};
 use crate::retry::RetryPolicy;
 use crate::store::{RunInfo, Store};
-use crate::{StoreError, manifest};
+use crate::StoreError;
 use acufarm_core::{RunId, RunSpec};
 use acufarm_proto::{AUTHORIZATION, admin_server::AdminServer, worker_server::WorkerServer};
 use acufarm_storage::{Storage, StorageError};
@@ -266,10 +267,11 @@ impl<S: Store> Coordinator<S> {
         }
     }
 
-    /// One reaper pass: expired leases go back to the queue (or fail past the lost cap), and
-    /// whatever the lost attempts staged is deleted.
+    /// One reaper pass: expired leases go back to the queue (or fail past their run's
+    /// `[retry] max_lost`), and whatever the lost attempts staged is deleted.
     pub async fn reap_once(&self) -> Result<usize, StoreError> {
-        let reaped = self.inner.store.reap_expired(&RetryPolicy::default(), chrono::Utc::now()).await?;
+        // Each job's run supplies its own lost-lease cap (joined in the store's one statement).
+        let reaped = self.inner.store.reap_expired(chrono::Utc::now()).await?;
         if reaped.is_empty() {
             return Ok(0);
         }
@@ -291,71 +293,6 @@ impl<S: Store> Coordinator<S> {
 
     pub(crate) fn touch(&self, run: RunId) {
         self.inner.touched.lock().unwrap_or_else(|p| p.into_inner()).insert(run);
-    }
-
-    /// Writes the manifest of every touched run that has nothing queued or leased any more, once
-    /// per set of final counts, and removes its leftover staging objects.
-    async fn finish_runs(&self) {
-        let touched: Vec<RunId> = std::mem::take(&mut *self.inner.touched.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
-        for run in touched {
-            if let Err(error) = self.finish_run(run).await {
-                tracing::warn!(run = run.0, "finishing the run: {error}; will retry");
-                self.touch(run);
-            }
-        }
-    }
-
-    async fn finish_run(&self, run: RunId) -> Result<(), String> {
-        // The common case, a run still in flight, is answered from the small partial indexes;
-        // the full count below runs only once a run looks finished.
-        if self.inner.store.has_unfinished(run).await.map_err(|e| e.to_string())? {
-            return Ok(());
-        }
-        let status = match self.inner.store.run_status(run).await {
-            Ok(status) => status,
-            Err(StoreError::RunNotFound { .. }) => return Ok(()),
-            Err(error) => return Err(error.to_string()),
-        };
-        let counts = status.counts;
-        if counts.queued > 0 || counts.leased > 0 {
-            return Ok(());
-        }
-        let key = (counts.succeeded, counts.failed);
-        if self.inner.finished.lock().unwrap_or_else(|p| p.into_inner()).get(&run) == Some(&key) {
-            return Ok(());
-        }
-        let context = self.run_context(run).await.map_err(|status| status.message().to_string())?;
-        let summary = manifest::write(&self.inner.store, run, &context.name, &context.output).await.map_err(|e| e.to_string())?;
-        let rows = summary.outputs;
-        self.remember_qa(run, key, &summary);
-        context.output.clean_staging(Some(&context.name)).await.map_err(|e| e.to_string())?;
-        self.inner.finished.lock().unwrap_or_else(|p| p.into_inner()).insert(run, key);
-        tracing::info!(run = %context.name, rows, failed = counts.failed, "run finished; manifest written");
-        self.inner
-            .events
-            .publish(&crate::events::Event::RunFinished { run_id: run.0, name: context.name.clone(), succeeded: counts.succeeded, failed: counts.failed })
-            .await;
-        Ok(())
-    }
-
-    /// Keeps the QA section of a manifest summary just written for `counts` (succeeded, failed).
-    pub(crate) fn remember_qa(&self, run: RunId, counts: (u64, u64), summary: &acufarm_core::manifest::Summary) {
-        let json = summary.qa.as_ref().map(|qa| serde_json::to_string(qa).unwrap_or_default()).unwrap_or_default();
-        self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).insert(run, (counts, json));
-    }
-
-    /// The QA section of a finished run's manifest summary for its current `counts`: remembered
-    /// from the write, else read once from the output root (e.g. after a coordinator restart).
-    pub(crate) async fn qa_summary(&self, run: RunId, counts: (u64, u64), output: &acufarm_storage::Storage) -> String {
-        if let Some((at, json)) = self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).get(&run) {
-            if *at == counts {
-                return json.clone();
-            }
-        }
-        let Ok(bytes) = output.get(acufarm_core::manifest::SUMMARY).await else { return String::new() };
-        let Ok(summary) = serde_json::from_slice::<acufarm_core::manifest::Summary>(&bytes) else { return String::new() };
-        self.remember_qa(run, counts, &summary);
-        self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).get(&run).map(|(_, json)| json.clone()).unwrap_or_default()
     }
 
     /// The files of a run, cached.

@@ -38,6 +38,9 @@ pub struct NewRun {
     pub priority: i32,
     /// Only workers holding this model bundle may lease the run's jobs.
     pub bundle_sha256: String,
+    /// Leases a job of this run may lose before it fails (`[retry] max_lost`); stored with the
+    /// run so the reaper applies each run's own cap.
+    pub max_lost: u32,
     /// Shard keys (by default one per anatomical model).
     pub shards: Vec<String>,
     pub jobs: Vec<NewJob>,
@@ -135,6 +138,8 @@ pub struct RunInfo {
     pub spec: String,
     pub priority: i32,
     pub bundle_sha256: String,
+    /// The run's lost-lease cap, as the reaper applies it.
+    pub max_lost: u32,
     pub state: RunState,
     pub created_at: DateTime<Utc>,
 }
@@ -223,6 +228,9 @@ pub struct ShardStatus {
 pub struct RunStatus {
     pub run: RunInfo,
     pub counts: StateCounts,
+    /// When a job of the run last changed state (for a finished run, when its last job ended);
+    /// `None` for a run without jobs.
+    pub last_change: Option<DateTime<Utc>>,
     /// In shard id order (the order of the submitted shard keys).
     pub shards: Vec<ShardStatus>,
 }
@@ -250,6 +258,33 @@ pub enum Resubmitted {
 pub struct ResubmitReport {
     pub job: JobId,
     pub outcome: Resubmitted,
+}
+
+/// The job counts a manifest is written for: a finished run's manifest is written again only when
+/// they change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct ManifestCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+impl ManifestCounts {
+    pub fn of(counts: &StateCounts) -> Self {
+        Self { succeeded: counts.succeeded, failed: counts.failed }
+    }
+}
+
+/// What [`Store::claim_manifest`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "claim", rename_all = "snake_case")]
+pub enum ManifestClaim {
+    /// The caller is now the one writer, until the time it asked for (renewable); it must end the
+    /// claim with [`Store::end_manifest_claim`].
+    Claimed,
+    /// The files were already written for exactly these counts: nothing to write.
+    Current,
+    /// Another writer holds a valid claim; ask again once it ends or lapses.
+    Busy { writer: String, until: DateTime<Utc> },
 }
 
 /// The succeeded jobs of a run, as the database returns them.
@@ -332,13 +367,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<FailureReport>>> + Send;
 
-    /// Takes back every lease that expired at or before `now`: back to queued (attempt untouched,
-    /// `lost` + 1) or failed past `policy.max_lost`.
-    fn reap_expired(
-        &self,
-        policy: &RetryPolicy,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<ReapedJob>>> + Send;
+    /// Takes back every lease that expired at or before `now`, of every run in one pass: back to
+    /// queued (attempt untouched, `lost` + 1) or failed past the `max_lost` of the job's run.
+    fn reap_expired(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<ReapedJob>>> + Send;
 
     fn run_status(&self, run: RunId) -> impl Future<Output = Result<RunStatus>> + Send;
 
@@ -369,8 +400,31 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Every run, oldest first.
     fn list_runs(&self) -> impl Future<Output = Result<Vec<RunInfo>>> + Send;
 
-    /// Replaces the run spec a later resubmit re-resolves against (a corrected id grammar).
-    fn set_run_spec(&self, run: RunId, spec: &str, now: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces the run spec a later resubmit re-resolves against (a corrected id grammar), and
+    /// the lost-lease cap it names.
+    fn set_run_spec(&self, run: RunId, spec: &str, max_lost: u32, now: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Claims the write of a run's manifest for `counts` as `writer` (unique per write attempt)
+    /// until `until`, in one conditional update: at most one caller gets [`ManifestClaim::Claimed`]
+    /// while a claim is valid, and none when the files were already written for these counts.
+    /// Read the counts before claiming: files written from a later snapshot than the counts they
+    /// are recorded for are only ever written again, never wrongly skipped.
+    fn claim_manifest(
+        &self,
+        run: RunId,
+        counts: ManifestCounts,
+        writer: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ManifestClaim>> + Send;
+
+    /// Extends `writer`'s claim to `until`; `false` when it no longer holds it (it lapsed and
+    /// another writer took it), and then it must not finish its files.
+    fn renew_manifest_claim(&self, run: RunId, writer: &str, until: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Ends `writer`'s claim, recording that the files now match `written` (or nothing, after a
+    /// failed write); `false` when it no longer held the claim.
+    fn end_manifest_claim(&self, run: RunId, writer: &str, written: Option<ManifestCounts>) -> impl Future<Output = Result<bool>> + Send;
 
     /// The named jobs that exist, in id order (no lock taken: a snapshot).
     fn job_records(&self, jobs: &[JobId]) -> impl Future<Output = Result<Vec<JobRecord>>> + Send;
@@ -423,6 +477,23 @@ impl JobWrite<'_> {
             attempt_base: None,
             spec: None,
         }
+    }
+}
+
+/// Tells apart why a manifest claim was refused, from the run's manifest columns read after it:
+/// another writer's valid claim, or files already written for these counts. Neither (the other
+/// writer ended its claim in between) reads as busy until `now`, so the caller asks again.
+pub(crate) fn manifest_claim_from(
+    counts: ManifestCounts,
+    written: Option<ManifestCounts>,
+    writer: Option<String>,
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ManifestClaim {
+    match (writer, until) {
+        (Some(writer), Some(until)) if until > now => ManifestClaim::Busy { writer, until },
+        _ if written == Some(counts) => ManifestClaim::Current,
+        (writer, _) => ManifestClaim::Busy { writer: writer.unwrap_or_default(), until: now },
     }
 }
 
@@ -496,12 +567,13 @@ pub(crate) fn plan_fail(
     (reports, writes)
 }
 
-/// Decides what happens to jobs whose leases expired.
-pub(crate) fn plan_reap(expired: &[(JobId, JobView)], policy: &RetryPolicy) -> (Vec<ReapedJob>, Vec<JobWrite<'static>>) {
+/// Decides what happens to jobs whose leases expired, each under its run's lost-lease cap.
+pub(crate) fn plan_reap(expired: &[(JobId, JobView, u32)]) -> (Vec<ReapedJob>, Vec<JobWrite<'static>>) {
     let mut reaped = Vec::with_capacity(expired.len());
     let mut writes = Vec::with_capacity(expired.len());
-    for (id, view) in expired {
-        let Some(outcome) = state::expire(view, policy) else { continue };
+    for (id, view, max_lost) in expired {
+        let policy = RetryPolicy { max_lost: *max_lost, ..RetryPolicy::default() };
+        let Some(outcome) = state::expire(view, &policy) else { continue };
         let write = match outcome {
             Expiry::Requeue { lost } => JobWrite { lost, ..JobWrite::new(*id, JobState::Queued, view) },
             Expiry::Fail { lost } => JobWrite {
@@ -639,6 +711,7 @@ mod tests {
             spec: String::new(),
             priority: 0,
             bundle_sha256: "b".into(),
+            max_lost: 5,
             shards: shards.iter().map(|key| key.to_string()).collect(),
             jobs: jobs
                 .iter()
@@ -671,6 +744,17 @@ mod tests {
         assert_eq!(run_transition(run, RunState::Cancelled, RunAction::Cancel).unwrap(), None);
         let error = run_transition(run, RunState::Cancelled, RunAction::Resume).unwrap_err().to_string();
         assert_eq!(error, "run 1 is cancelled, so it cannot be resumed; submit it again with --force instead");
+    }
+
+    #[test]
+    fn the_reaper_applies_each_runs_own_lost_lease_cap() {
+        let leased = |lost| JobView { state: JobState::Leased, attempt: Attempt(2), attempt_base: Attempt(0), lost, holder: Some("w".into()) };
+        // Both jobs lose their second lease; the first run allows one loss, the second five.
+        let (reaped, writes) = plan_reap(&[(JobId(1), leased(1), 1), (JobId(2), leased(1), 5)]);
+        assert_eq!(reaped.iter().map(|r| r.outcome).collect::<Vec<_>>(), [Expiry::Fail { lost: 2 }, Expiry::Requeue { lost: 2 }]);
+        assert_eq!(writes[0].state, JobState::Failed);
+        assert_eq!(writes[0].last_error.as_deref(), Some("lost its lease 2 times, more than the 1 allowed; the job may be crashing its workers"));
+        assert_eq!((writes[1].state, writes[1].lost), (JobState::Queued, 2));
     }
 
     #[test]

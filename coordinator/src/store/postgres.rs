@@ -6,6 +6,7 @@
 use super::{
     CompletionReport, CompletionRequest, FailureReport, FailureRequest, ReapedJob, Resubmission, ResubmitReport,
 };
+use super::{ManifestClaim, ManifestCounts, manifest_claim_from};
 use super::{
     JobAttempt, JobFilter, JobRecord, JobWrite, parse_failure_class, LeaseRequest, LeasedJob, NewRun, Result, RunAction, RunInfo, RunState, RunStatus, Store,
     SucceededStream, succeeded_from_row, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
@@ -37,7 +38,8 @@ const SUCCEEDED_JOBS: &str = include_str!("sql/postgres/succeeded_jobs.sql");
 const JOB_RECORDS: &str = include_str!("sql/postgres/job_records.sql");
 const HAS_UNFINISHED: &str = include_str!("sql/postgres/has_unfinished.sql");
 const RUN_JOBS: &str = include_str!("sql/postgres/run_jobs.sql");
-const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, state, created_at";
+const CLAIM_MANIFEST: &str = include_str!("sql/postgres/claim_manifest.sql");
+const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, max_lost, state, created_at";
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -120,9 +122,20 @@ fn run_from_row(row: &PgRow) -> Result<RunInfo> {
         spec: column(row, "spec")?,
         priority: column(row, "priority")?,
         bundle_sha256: column(row, "bundle_sha256")?,
+        max_lost: cap(column(row, "max_lost")?)?,
         state: column::<_, String>(row, "state")?.parse()?,
         created_at: column(row, "created_at")?,
     })
+}
+
+/// A lost-lease cap as stored (a non-negative INTEGER).
+fn cap(max_lost: i32) -> Result<u32> {
+    u32::try_from(max_lost).map_err(|_| StoreError::Corrupt { detail: format!("a run has max_lost = {max_lost}") })
+}
+
+/// A stored cap: the schema's INTEGER, so a cap beyond it is clamped (it means "never fail").
+fn stored_cap(max_lost: u32) -> i32 {
+    i32::try_from(max_lost).unwrap_or(i32::MAX)
 }
 
 fn record_from_row(row: &PgRow) -> Result<JobRecord> {
@@ -220,13 +233,14 @@ impl Store for PgStore {
                 .map_err(StoreError::db(OPERATION))?;
         }
         let inserted = sqlx::query_scalar(
-            "INSERT INTO runs (name, spec, priority, bundle_sha256, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+            "INSERT INTO runs (name, spec, priority, bundle_sha256, max_lost, created_at, updated_at) VALUES ($1, $2, $3, $4, $6, $5, $5) RETURNING id",
         )
         .bind(&run.name)
         .bind(&run.spec)
         .bind(run.priority)
         .bind(&run.bundle_sha256)
         .bind(now)
+        .bind(stored_cap(run.max_lost))
         .fetch_one(&mut *tx)
         .await;
         let run_id: i64 = match inserted {
@@ -367,12 +381,18 @@ impl Store for PgStore {
         Ok(reports)
     }
 
-    async fn reap_expired(&self, policy: &RetryPolicy, now: DateTime<Utc>) -> Result<Vec<ReapedJob>> {
+    async fn reap_expired(&self, now: DateTime<Utc>) -> Result<Vec<ReapedJob>> {
         const OPERATION: &str = "reaping expired leases";
         let mut tx = self.begin(OPERATION).await?;
         let rows = sqlx::query(LOCK_EXPIRED).bind(now).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
-        let expired = rows.iter().map(view_from_row).collect::<Result<Vec<_>>>()?;
-        let (reaped, writes) = plan_reap(&expired, policy);
+        let expired = rows
+            .iter()
+            .map(|row| {
+                let (id, view) = view_from_row(row)?;
+                Ok((id, view, cap(column(row, "max_lost")?)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (reaped, writes) = plan_reap(&expired);
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reaped)
@@ -401,14 +421,16 @@ impl Store for PgStore {
             .collect::<Result<Vec<_>>>()?;
         let mut counts = Vec::with_capacity(count_rows.len());
         let mut total = StateCounts::default();
+        let mut last_change = None;
         for row in &count_rows {
             let shard = ShardId(column(row, "shard_id")?);
             let state = parse_job_state(&column::<_, String>(row, "state")?)?;
             let jobs = column::<_, i64>(row, "jobs")? as u64;
             total.add(state, jobs);
             counts.push((shard, state, jobs));
+            last_change = last_change.max(Some(column::<_, DateTime<Utc>>(row, "last_change")?));
         }
-        Ok(RunStatus { run: info, counts: total, shards: shard_statuses(shards, &counts) })
+        Ok(RunStatus { run: info, counts: total, last_change, shards: shard_statuses(shards, &counts) })
     }
 
     async fn resubmit(&self, jobs: &[Resubmission], now: DateTime<Utc>) -> Result<Vec<ResubmitReport>> {
@@ -453,11 +475,12 @@ impl Store for PgStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn set_run_spec(&self, run: RunId, spec: &str, now: DateTime<Utc>) -> Result<()> {
-        let done = sqlx::query("UPDATE runs SET spec = $2, updated_at = $3 WHERE id = $1")
+    async fn set_run_spec(&self, run: RunId, spec: &str, max_lost: u32, now: DateTime<Utc>) -> Result<()> {
+        let done = sqlx::query("UPDATE runs SET spec = $2, updated_at = $3, max_lost = $4 WHERE id = $1")
             .bind(run.0)
             .bind(spec)
             .bind(now)
+            .bind(stored_cap(max_lost))
             .execute(&self.pool)
             .await
             .map_err(StoreError::db("replacing a run's spec"))?;
@@ -493,5 +516,60 @@ impl Store for PgStore {
             .await
             .map_err(StoreError::db("listing a run's jobs"))?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    async fn claim_manifest(&self, run: RunId, counts: ManifestCounts, writer: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<ManifestClaim> {
+        const OPERATION: &str = "claiming the write of a manifest";
+        let claimed = sqlx::query(CLAIM_MANIFEST)
+            .bind(run.0)
+            .bind(writer)
+            .bind(until)
+            .bind(now)
+            .bind(counts.succeeded as i64)
+            .bind(counts.failed as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        if claimed.is_some() {
+            return Ok(ManifestClaim::Claimed);
+        }
+        let row = sqlx::query("SELECT manifest_succeeded, manifest_failed, manifest_writer, manifest_claimed_until FROM runs WHERE id = $1")
+            .bind(run.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db(OPERATION))?
+            .ok_or(StoreError::RunNotFound { run })?;
+        let written = match (column::<_, Option<i64>>(&row, "manifest_succeeded")?, column::<_, Option<i64>>(&row, "manifest_failed")?) {
+            (Some(succeeded), Some(failed)) => Some(ManifestCounts { succeeded: succeeded as u64, failed: failed as u64 }),
+            _ => None,
+        };
+        Ok(manifest_claim_from(counts, written, column(&row, "manifest_writer")?, column(&row, "manifest_claimed_until")?, now))
+    }
+
+    async fn renew_manifest_claim(&self, run: RunId, writer: &str, until: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query("UPDATE runs SET manifest_claimed_until = $3 WHERE id = $1 AND manifest_writer = $2")
+            .bind(run.0)
+            .bind(writer)
+            .bind(until)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("renewing a manifest claim"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end_manifest_claim(&self, run: RunId, writer: &str, written: Option<ManifestCounts>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET manifest_writer = NULL, manifest_claimed_until = NULL, \
+             manifest_succeeded = COALESCE($3, manifest_succeeded), manifest_failed = COALESCE($4, manifest_failed) \
+             WHERE id = $1 AND manifest_writer = $2",
+        )
+        .bind(run.0)
+        .bind(writer)
+        .bind(written.map(|c| c.succeeded as i64))
+        .bind(written.map(|c| c.failed as i64))
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::db("ending a manifest claim"))?;
+        Ok(done.rows_affected() == 1)
     }
 }

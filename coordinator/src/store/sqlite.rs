@@ -6,7 +6,7 @@
 use super::{
     CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite,
     LeaseRequest, LeasedJob, parse_failure_class,
-    NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store,
+    ManifestClaim, ManifestCounts, manifest_claim_from, NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store,
     SucceededStream, succeeded_from_row, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
     run_transition, shard_statuses, validate_new_run,
 };
@@ -36,7 +36,8 @@ const SUCCEEDED_JOBS: &str = include_str!("sql/sqlite/succeeded_jobs.sql");
 const JOB_RECORDS: &str = include_str!("sql/sqlite/job_records.sql");
 const HAS_UNFINISHED: &str = include_str!("sql/sqlite/has_unfinished.sql");
 const RUN_JOBS: &str = include_str!("sql/sqlite/run_jobs.sql");
-const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, state, created_at";
+const CLAIM_MANIFEST: &str = include_str!("sql/sqlite/claim_manifest.sql");
+const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, max_lost, state, created_at";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -135,9 +136,15 @@ fn run_from_row(row: &SqliteRow) -> Result<RunInfo> {
         spec: column(row, "spec")?,
         priority: column(row, "priority")?,
         bundle_sha256: column(row, "bundle_sha256")?,
+        max_lost: cap(column(row, "max_lost")?)?,
         state: column::<_, String>(row, "state")?.parse()?,
         created_at: parse_timestamp(&column::<_, String>(row, "created_at")?)?,
     })
+}
+
+/// A lost-lease cap as stored.
+fn cap(max_lost: i64) -> Result<u32> {
+    u32::try_from(max_lost).map_err(|_| StoreError::Corrupt { detail: format!("a run has max_lost = {max_lost}") })
 }
 
 fn view_from_row(row: &SqliteRow) -> Result<(JobId, JobView)> {
@@ -214,13 +221,14 @@ impl Store for SqliteStore {
                 .map_err(StoreError::db(OPERATION))?;
         }
         let run_id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (name, spec, priority, bundle_sha256, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+            "INSERT INTO runs (name, spec, priority, bundle_sha256, max_lost, created_at, updated_at) VALUES ($1, $2, $3, $4, $6, $5, $5) RETURNING id",
         )
         .bind(&run.name)
         .bind(&run.spec)
         .bind(run.priority)
         .bind(&run.bundle_sha256)
         .bind(&now)
+        .bind(i64::from(run.max_lost))
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::db(OPERATION))?;
@@ -361,7 +369,7 @@ impl Store for SqliteStore {
         Ok(reports)
     }
 
-    async fn reap_expired(&self, policy: &RetryPolicy, now: DateTime<Utc>) -> Result<Vec<ReapedJob>> {
+    async fn reap_expired(&self, now: DateTime<Utc>) -> Result<Vec<ReapedJob>> {
         const OPERATION: &str = "reaping expired leases";
         let mut tx = self.begin_write(OPERATION).await?;
         let rows = sqlx::query(LOAD_EXPIRED)
@@ -369,8 +377,14 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::db(OPERATION))?;
-        let expired = rows.iter().map(view_from_row).collect::<Result<Vec<_>>>()?;
-        let (reaped, writes) = plan_reap(&expired, policy);
+        let expired = rows
+            .iter()
+            .map(|row| {
+                let (id, view) = view_from_row(row)?;
+                Ok((id, view, cap(column(row, "max_lost")?)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (reaped, writes) = plan_reap(&expired);
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reaped)
@@ -395,14 +409,16 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>>>()?;
         let mut counts = Vec::with_capacity(count_rows.len());
         let mut total = StateCounts::default();
+        let mut last_change = None;
         for row in &count_rows {
             let shard = ShardId(column(row, "shard_id")?);
             let state = parse_job_state(&column::<_, String>(row, "state")?)?;
             let jobs = column::<_, i64>(row, "jobs")? as u64;
             total.add(state, jobs);
             counts.push((shard, state, jobs));
+            last_change = last_change.max(Some(parse_timestamp(&column::<_, String>(row, "last_change")?)?));
         }
-        Ok(RunStatus { run: info, counts: total, shards: shard_statuses(shards, &counts) })
+        Ok(RunStatus { run: info, counts: total, last_change, shards: shard_statuses(shards, &counts) })
     }
 
     async fn resubmit(&self, jobs: &[Resubmission], now: DateTime<Utc>) -> Result<Vec<ResubmitReport>> {
@@ -447,11 +463,12 @@ impl Store for SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn set_run_spec(&self, run: RunId, spec: &str, now: DateTime<Utc>) -> Result<()> {
-        let done = sqlx::query("UPDATE runs SET spec = $2, updated_at = $3 WHERE id = $1")
+    async fn set_run_spec(&self, run: RunId, spec: &str, max_lost: u32, now: DateTime<Utc>) -> Result<()> {
+        let done = sqlx::query("UPDATE runs SET spec = $2, updated_at = $3, max_lost = $4 WHERE id = $1")
             .bind(run.0)
             .bind(spec)
             .bind(timestamp(now))
+            .bind(i64::from(max_lost))
             .execute(&self.pool)
             .await
             .map_err(StoreError::db("replacing a run's spec"))?;
@@ -490,6 +507,64 @@ impl Store for SqliteStore {
             .await
             .map_err(StoreError::db("listing a run's jobs"))?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    async fn claim_manifest(&self, run: RunId, counts: ManifestCounts, writer: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<ManifestClaim> {
+        const OPERATION: &str = "claiming the write of a manifest";
+        let mut tx = self.begin_write(OPERATION).await?;
+        let claimed = sqlx::query(CLAIM_MANIFEST)
+            .bind(run.0)
+            .bind(writer)
+            .bind(timestamp(until))
+            .bind(timestamp(now))
+            .bind(counts.succeeded as i64)
+            .bind(counts.failed as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let row = sqlx::query("SELECT manifest_succeeded, manifest_failed, manifest_writer, manifest_claimed_until FROM runs WHERE id = $1")
+            .bind(run.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        if claimed.is_some() {
+            return Ok(ManifestClaim::Claimed);
+        }
+        let row = row.ok_or(StoreError::RunNotFound { run })?;
+        let written = match (column::<_, Option<i64>>(&row, "manifest_succeeded")?, column::<_, Option<i64>>(&row, "manifest_failed")?) {
+            (Some(succeeded), Some(failed)) => Some(ManifestCounts { succeeded: succeeded as u64, failed: failed as u64 }),
+            _ => None,
+        };
+        let until = column::<_, Option<String>>(&row, "manifest_claimed_until")?.map(|text| parse_timestamp(&text)).transpose()?;
+        Ok(manifest_claim_from(counts, written, column(&row, "manifest_writer")?, until, now))
+    }
+
+    async fn renew_manifest_claim(&self, run: RunId, writer: &str, until: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query("UPDATE runs SET manifest_claimed_until = $3 WHERE id = $1 AND manifest_writer = $2")
+            .bind(run.0)
+            .bind(writer)
+            .bind(timestamp(until))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("renewing a manifest claim"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end_manifest_claim(&self, run: RunId, writer: &str, written: Option<ManifestCounts>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET manifest_writer = NULL, manifest_claimed_until = NULL, \
+             manifest_succeeded = COALESCE($3, manifest_succeeded), manifest_failed = COALESCE($4, manifest_failed) \
+             WHERE id = $1 AND manifest_writer = $2",
+        )
+        .bind(run.0)
+        .bind(writer)
+        .bind(written.map(|c| c.succeeded as i64))
+        .bind(written.map(|c| c.failed as i64))
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::db("ending a manifest claim"))?;
+        Ok(done.rows_affected() == 1)
     }
 }
 
