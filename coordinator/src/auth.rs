@@ -289,7 +289,7 @@ mod tests {
         std::fs::write(&path, "# current, then next\nold\n\nnew\n").unwrap();
         let file = TokenSource::File { setting: "worker_token_file".into(), path: path.clone() };
         let tokens = Tokens::load(file, inline("operator_token", &["op"]), inline("read_token", &["op"])).unwrap();
-        assert_eq!(tokens.files(), [path.clone()]);
+        assert_eq!(tokens.files(), std::slice::from_ref(&path));
         assert!(tokens.check(Some(&bearer("old")), Role::Worker).is_ok());
         assert!(tokens.check(Some(&bearer("new")), Role::Worker).is_ok());
 

@@ -155,7 +155,7 @@ impl Storage {
         Ok(self.prefix.parts().chain(rel.parts()).collect())
     }
 
-    fn rel<'a>(&self, key: &'a ObjectPath) -> Option<String> {
+    fn rel(&self, key: &ObjectPath) -> Option<String> {
         key.prefix_match(&self.prefix).map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
     }
 
@@ -320,6 +320,13 @@ impl Storage {
     /// [`Storage::clean_staging`] removes. On S3 a put is atomic and goes straight to `rel_to`.
     pub async fn copy_from_staged(&self, source: &Storage, rel_from: &str, rel_to: &str, staging: &str) -> Result<(), StorageError> {
         let bytes = source.get(rel_from).await?;
+        self.put_staged(rel_to, bytes, staging).await
+    }
+
+    /// Writes `bytes` to `rel_to` the way [`Storage::copy_from_staged`] copies: through a temporary
+    /// file beside the staging key `staging`, so a crash leaves debris only where the run's staging
+    /// cleanup removes it.
+    pub async fn put_staged(&self, rel_to: &str, bytes: Bytes, staging: &str) -> Result<(), StorageError> {
         let (Some(temp_base), Some(to)) = (self.local_path(staging)?, self.local_path(rel_to)?) else {
             return self.put(rel_to, bytes).await;
         };

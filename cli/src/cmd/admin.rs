@@ -198,7 +198,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
 }
 
 fn counts_json(counts: &Option<pb::Counts>) -> serde_json::Value {
-    let c = counts.clone().unwrap_or_default();
+    let c = (*counts).unwrap_or_default();
     json!({"queued": c.queued, "leased": c.leased, "succeeded": c.succeeded, "failed": c.failed, "cancelled": c.cancelled})
 }
 
@@ -243,14 +243,14 @@ fn print_status(status: &pb::StatusResponse) {
         println!("no runs");
     }
     for run in &status.runs {
-        let c = run.counts.clone().unwrap_or_default();
+        let c = run.counts.unwrap_or_default();
         let total = c.queued + c.leased + c.succeeded + c.failed + c.cancelled;
         println!(
             "run {} (id {}, {}): {}/{} succeeded, {} failed, {} leased, {} queued, {} cancelled; {:.2} jobs/s; output {}",
             run.name, run.run_id, run.state, c.succeeded, total, c.failed, c.leased, c.queued, c.cancelled, run.rate_per_s, run.output_url
         );
         for shard in run.shards.iter().filter(|shard| shard.state != "succeeded") {
-            let s = shard.counts.clone().unwrap_or_default();
+            let s = shard.counts.unwrap_or_default();
             println!("  shard {} {}: {} succeeded, {} failed, {} leased, {} queued", shard.key, shard.state, s.succeeded, s.failed, s.leased, s.queued);
         }
         for job in &run.failures {
@@ -293,7 +293,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             if !args.wait {
                 break status;
             }
-            let done = status.runs.first().and_then(|run| run.counts.clone()).is_some_and(|c| c.queued == 0 && c.leased == 0);
+            let done = status.runs.first().and_then(|run| run.counts).is_some_and(|c| c.queued == 0 && c.leased == 0);
             if done {
                 let mut attempts = 0;
                 loop {

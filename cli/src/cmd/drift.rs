@@ -163,6 +163,7 @@ fn pair_by_manifest(path: &Path) -> anyhow::Result<Vec<Pair>> {
 
 /// What measuring one pair gave.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per image pair, held briefly; boxing buys nothing
 enum Measured {
     Pair { original: Points, augmented: Points, outcome: Outcome },
     Unreadable { side: &'static str, reason: String },

@@ -142,7 +142,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         }
     };
     for file in &dataset.copy {
-        output.copy_from(&input, file, file).await?;
+        output.copy_from_staged(&input, file, file, &format!("{}/{}/copy", acufarm_storage::STAGING, spec.run.name)).await?;
     }
 
     let status = store.run_status(run_id).await?;

@@ -11,7 +11,7 @@ use crate::store::ManifestCounts;
 use acufarm_core::{FailureClass, JobState, RunSpec, resolve};
 use acufarm_proto::admin_server::Admin;
 use acufarm_proto::v1 as pb;
-use acufarm_storage::{SHIPPED, Storage};
+use acufarm_storage::{SHIPPED, STAGING, Storage};
 use bytes::Bytes;
 use chrono::Utc;
 use std::collections::HashMap;
@@ -43,7 +43,8 @@ async fn ship_files(spec: &RunSpec, files: &[pb::SpecFile], output: &Storage, sp
         let file = sent.get(name.as_str()).ok_or_else(|| {
             Status::invalid_argument(format!("{spec_path} names `{name}`, but it was not sent with the spec; put it beside the spec (paths are relative to it)"))
         })?;
-        output.put(&format!("{SHIPPED}/{}/{name}", spec.run.name), Bytes::from(file.content.clone())).await.map_err(storage_status)?;
+        let staging = format!("{STAGING}/{}/shipped", spec.run.name);
+        output.put_staged(&format!("{SHIPPED}/{}/{name}", spec.run.name), Bytes::from(file.content.clone()), &staging).await.map_err(storage_status)?;
     }
     Ok(())
 }
@@ -173,7 +174,7 @@ impl<S: Store> Admin for AdminService<S> {
         output.clean_staging(Some(&spec.run.name)).await.map_err(storage_status)?;
         let run_id = store.create_run(&new_run, request.force, Utc::now()).await.map_err(store_status)?;
         for file in &dataset.copy {
-            output.copy_from(&input, file, file).await.map_err(storage_status)?;
+            output.copy_from_staged(&input, file, file, &format!("{STAGING}/{}/copy", spec.run.name)).await.map_err(storage_status)?;
         }
         self.0.forget_run(run_id).await;
         self.0.touch(run_id);

@@ -19,6 +19,7 @@ use std::time::Duration;
 pub(crate) const MANIFEST_CLAIM: Duration = Duration::from_secs(60);
 
 /// What [`Coordinator::write_manifest_once`] did.
+#[allow(clippy::large_enum_variant)] // one value per manifest write
 pub(crate) enum Written {
     /// This call wrote the files (and, for a finished run, emptied its staging).
     Now(acufarm_core::manifest::Summary),
@@ -143,11 +144,10 @@ impl<S: Store> Coordinator<S> {
     /// The QA section of a finished run's manifest summary for its current `counts`: remembered
     /// from the write, else read once from the output root (e.g. after a coordinator restart).
     pub(crate) async fn qa_summary(&self, run: RunId, counts: (u64, u64), output: &acufarm_storage::Storage) -> String {
-        if let Some((at, json)) = self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).get(&run) {
-            if *at == counts {
+        if let Some((at, json)) = self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).get(&run)
+            && *at == counts {
                 return json.clone();
             }
-        }
         let Ok(bytes) = output.get(acufarm_core::manifest::SUMMARY).await else { return String::new() };
         let Ok(summary) = serde_json::from_slice::<acufarm_core::manifest::Summary>(&bytes) else { return String::new() };
         self.remember_qa(run, counts, &summary);

@@ -279,7 +279,8 @@ impl Default for RetrySection {
 
 /// The named choices, by section and key, checked on the table before the typed pass so that a
 /// typo among them is reported together with everything else.
-const CHOICES: &[(&str, &str, fn(&str) -> Result<(), String>)] = &[
+type ChoiceCheck = fn(&str) -> Result<(), String>;
+const CHOICES: &[(&str, &str, ChoiceCheck)] = &[
     ("sampler", "sampler", |s| s.parse::<Sampler>().map(drop).map_err(|e| e.to_string())),
     ("sampler", "scheduler", |s| s.parse::<Scheduler>().map(drop).map_err(|e| e.to_string())),
     ("conditioning", "foreground", |s| s.parse::<Foreground>().map(drop).map_err(|e| e.to_string())),

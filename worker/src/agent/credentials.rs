@@ -36,7 +36,7 @@ impl std::fmt::Debug for TokenSource {
 /// The token as a header value, from the text of a token setting: its first line that is not
 /// blank or a `#` comment.
 fn header(text: &str, from: &str) -> Result<MetadataValue<Ascii>, AgentError> {
-    let token = text.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#')).ok_or_else(|| AgentError::NoToken)?;
+    let token = text.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#')).ok_or(AgentError::NoToken)?;
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(AgentError::BadToken { from: from.to_string() });
     }

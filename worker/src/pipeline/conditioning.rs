@@ -8,7 +8,7 @@ use image::{GrayImage, RgbImage, imageops::FilterType};
 /// Where the background was, in the foreground image.
 pub const GRAY: u8 = 127;
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ForegroundMode {

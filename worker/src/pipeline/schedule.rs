@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(schedule(&t, k, 20, Partial::StartAt(1.0)), Err(ScheduleError::BadT0(1.0)));
         assert_eq!(schedule(&t, k, 20, Partial::StartAt(-0.1)), Err(ScheduleError::BadT0(-0.1)));
         assert_eq!(schedule(&t, k, 20, Partial::Denoise(0.0)), Err(ScheduleError::BadDenoise(0.0)));
-        assert_eq!(schedule(&t, k, 20, Partial::Denoise(f64::NAN)).unwrap_err().to_string().contains("denoise"), true);
+        assert!(schedule(&t, k, 20, Partial::Denoise(f64::NAN)).unwrap_err().to_string().contains("denoise"));
         assert_eq!(schedule(&t, k, 0, Partial::Full), Err(ScheduleError::NoSteps(0)));
         assert_eq!(schedule(&t, k, 20, Partial::StartAt(0.4)).unwrap().len(), 13);
         assert_eq!(schedule(&t, k, 20, Partial::Denoise(0.6)).unwrap().len(), 21);
