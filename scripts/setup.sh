@@ -4,6 +4,7 @@
 #   scripts/setup.sh runtime   ONNX Runtime 1.31.1 library (from the PyPI wheel) -> $ACUFARM_HOME/onnxruntime
 #   scripts/setup.sh dev       runtime + Python venv for the exporter, reference tests and benchmarks,
 #                              a MediaPipe venv for the landmark-drift agreement tests,
+#                              a transformers 4.x venv (no ftfy) for the tokenizer reference,
 #                              cargo-nextest, PostgreSQL and Redis running
 #
 # ACUFARM_HOME defaults to ~/.cache/acufarm.
@@ -77,6 +78,12 @@ install_mediapipe_env() {
     "$REPO/scripts/requirements-mediapipe.txt"
 }
 
+install_tokenizer_env() {
+  # transformers' slow CLIPTokenizer without ftfy: the reference of the tokenizer ids (tests/reference).
+  make_venv "$HOME_DIR/clip-tokenizer" "the tokenizer reference environment (transformers 4.57.6, no ftfy; about 300 MB)" \
+    "$REPO/scripts/requirements-tokenizer.txt"
+}
+
 install_nextest() {
   command -v cargo-nextest >/dev/null && return 0
   say "installing cargo-nextest"
@@ -101,6 +108,6 @@ start_services() {
 
 case "${1:-runtime}" in
   runtime) install_runtime ;;
-  dev) install_runtime; install_python_env; install_mediapipe_env; install_nextest; start_services ;;
+  dev) install_runtime; install_python_env; install_mediapipe_env; install_tokenizer_env; install_nextest; start_services ;;
   *) say "usage: scripts/setup.sh [runtime|dev]"; exit 2 ;;
 esac
