@@ -4,7 +4,9 @@
 #   scripts/setup.sh runtime   ONNX Runtime 1.31.1 library (from the PyPI wheel) -> $ACUFARM_HOME/onnxruntime
 #   scripts/setup.sh dev       runtime + Python venv for the exporter, reference tests and benchmarks,
 #                              a MediaPipe venv for the landmark-drift agreement tests,
-#                              rustfmt + clippy, cargo-nextest, PostgreSQL and Redis running
+#                              a transformers 4.x venv (no ftfy) for the tokenizer reference,
+#                              rustfmt + clippy, cargo-nextest, cargo-fuzz (with nightly),
+#                              PostgreSQL and Redis running
 #
 # ACUFARM_HOME defaults to ~/.cache/acufarm.
 set -euo pipefail
@@ -87,6 +89,20 @@ install_rust_tools() {
   done
 }
 
+install_tokenizer_env() {
+  # transformers' slow CLIPTokenizer without ftfy: the reference of the tokenizer ids (tests/reference).
+  make_venv "$HOME_DIR/clip-tokenizer" "the tokenizer reference environment (transformers 4.57.6, no ftfy; about 300 MB)" \
+    "$REPO/scripts/requirements-tokenizer.txt"
+}
+
+install_cargo_fuzz() {
+  # The fuzz targets (fuzz/, scripts/fuzz.sh) need nightly, which rustup machines here carry, and cargo-fuzz.
+  cargo +nightly --version >/dev/null 2>&1 || return 0
+  command -v cargo-fuzz >/dev/null && return 0
+  say "installing cargo-fuzz"
+  cargo install --locked cargo-fuzz >/dev/null
+}
+
 install_nextest() {
   command -v cargo-nextest >/dev/null && return 0
   say "installing cargo-nextest"
@@ -111,6 +127,6 @@ start_services() {
 
 case "${1:-runtime}" in
   runtime) install_runtime ;;
-  dev) install_runtime; install_python_env; install_mediapipe_env; install_rust_tools; install_nextest; start_services ;;
+  dev) install_runtime; install_python_env; install_mediapipe_env; install_tokenizer_env; install_rust_tools; install_nextest; install_cargo_fuzz; start_services ;;
   *) say "usage: scripts/setup.sh [runtime|dev]"; exit 2 ;;
 esac

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (scripts/setup.sh dev), checks formatting and
-# lints, then runs the Rust suite (unit + end-to-end through the real binary), the Python reference
-# suites (exporter checks, sampler parity against k-diffusion, schedule vectors, tokenizer ids) and
-# the landmark-drift agreement with MediaPipe. Each stage prints how long it took; a table of all
-# stages closes the run.
+# lints, then runs the Rust suite (unit + end-to-end through the real binary, property tests), the
+# Python reference suites (exporter checks, sampler parity against k-diffusion, schedule vectors,
+# tokenizer ids), the landmark-drift agreement with MediaPipe and a bounded fuzzing pass. Each
+# stage prints how long it took; a table of all stages closes the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -36,4 +36,7 @@ stage rust-tests cargo nextest run --workspace --locked --no-fail-fast
 stage python-reference env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/py/bin/python" -m pytest -q -p no:cacheprovider models/tests tests/reference
 # The Rust Face Mesh against mediapipe 0.10.21 itself (its own venv: it needs numpy < 2).
 stage python-drift env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/mediapipe/bin/python" -m pytest -q -p no:cacheprovider tests/drift
+# Every parser of user input under libFuzzer for a bounded time (a loud proptest campaign instead
+# where nightly or cargo-fuzz is missing).
+stage fuzz env FUZZ_TARGET_DIR="$ACUFARM_HOME/fuzz-target" scripts/fuzz.sh 20
 summary

@@ -1,11 +1,47 @@
-//! The CLIP tokenizer against ids produced by transformers' CLIPTokenizerFast on the committed
-//! tokenizer.json (the real CLIP BPE vocabulary).
+//! The CLIP tokenizer against transformers' slow CLIPTokenizer without ftfy (the reference ComfyUI
+//! and diffusers use for SD1.5) on the committed tokenizer.json, OpenAI CLIP's BPE vocabulary.
 
 use acufarm_worker::pipeline::tokenizer::ClipTokenizer;
 use std::path::Path;
 
 fn tokenizer() -> ClipTokenizer {
     ClipTokenizer::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny/common/tokenizer.json")).unwrap()
+}
+
+#[derive(serde::Deserialize)]
+struct Fixture {
+    reference: String,
+    context: usize,
+    rows: Vec<Row>,
+}
+
+#[derive(serde::Deserialize)]
+struct Row {
+    name: String,
+    prompt: String,
+    /// All of the prompt's ids, untruncated, without start/end markers.
+    tokens: Vec<u32>,
+    /// `tokenizer(prompt, padding="max_length", max_length=77, truncation=True).input_ids`.
+    ids: Vec<i32>,
+}
+
+/// Every row of tests/reference/tokenizer_ids.json (made by make_tokenizer_ids.py with transformers).
+#[test]
+fn matches_the_reference_table_on_every_row() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/tokenizer_ids.json");
+    let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(fixture.reference.contains("no ftfy"), "{}", fixture.reference);
+    assert!(fixture.rows.len() >= 40, "the table lost rows");
+    let t = tokenizer();
+    let mut wrong = Vec::new();
+    for row in &fixture.rows {
+        let tokens = t.tokenize(&row.prompt);
+        let encoded = t.encode(&row.prompt, fixture.context);
+        if tokens != row.tokens || encoded.ids != row.ids || encoded.truncated != (row.tokens.len() > fixture.context - 2) {
+            wrong.push(format!("{}: {:?}\n  want {:?}\n  got  {:?}", row.name, row.prompt, row.tokens, tokens));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} rows differ from transformers:\n{}", wrong.len(), fixture.rows.len(), wrong.join("\n"));
 }
 
 #[test]
