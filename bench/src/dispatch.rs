@@ -507,10 +507,8 @@ async fn run_size(args: &Args, jobs: u64, db_name: &str) -> anyhow::Result<Outco
         bail!("the workers completed {drained} jobs, not {jobs}");
     }
 
-    let succeeded: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE run_id = $1 AND state = 'succeeded'")
-        .bind(run_id.0)
-        .fetch_one(store.pool())
-        .await?;
+    let succeeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE run_id = $1 AND state = 'succeeded'").bind(run_id.0).fetch_one(store.pool()).await?;
     if succeeded as u64 != jobs {
         bail!("the database holds {succeeded} succeeded jobs, not {jobs}");
     }

@@ -57,7 +57,10 @@ fn main() -> anyhow::Result<()> {
     let mut pipeline = Pipeline::load(&args.bundle, &options)?;
     let load_seconds = load_started.elapsed().as_secs_f64();
     let params = SamplerParams { sampler: "dpmpp_2m".parse()?, scheduler: "sgm_uniform".parse()?, steps: args.steps, partial: Partial::StartAt(args.t0) };
-    let scene = Scene { key: "bench".into(), image: Arc::new(image::RgbImage::from_fn(args.size, args.size, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]))) };
+    let scene = Scene {
+        key: "bench".into(),
+        image: Arc::new(image::RgbImage::from_fn(args.size, args.size, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]))),
+    };
     let requests: Vec<RenderRequest> = (0..args.images)
         .map(|i| {
             let source = subject(args.size, i);

@@ -124,7 +124,25 @@ fn every_variant_and_sampler_runs_and_keeps_format() {
         let bundle = tiny(variant).display().to_string();
         let out = f.path(&format!("{variant}.jpg"));
         let spec = repo().join("examples/acusim.toml").display().to_string();
-        ok(&["augment", "--bundle", &bundle, "--input", &input_jpg, "--output", &out, "--spec", &spec, "--steps", "3", "--sampler", sampler, "--scheduler", scheduler, "--denoise", "0.6"]);
+        ok(&[
+            "augment",
+            "--bundle",
+            &bundle,
+            "--input",
+            &input_jpg,
+            "--output",
+            &out,
+            "--spec",
+            &spec,
+            "--steps",
+            "3",
+            "--sampler",
+            sampler,
+            "--scheduler",
+            scheduler,
+            "--denoise",
+            "0.6",
+        ]);
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Jpeg, "{variant}");
     }
@@ -221,5 +239,8 @@ fn schedule_prints_sigmas_and_timesteps() {
     let out = acufarm(&["schedule", "--scheduler", "ddim", "--steps", "4"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
-    assert!(stderr.contains("invalid value 'ddim' for '--scheduler <SCHEDULER>'") && stderr.contains("[possible values: sgm_uniform, normal, karras]"), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'ddim' for '--scheduler <SCHEDULER>'") && stderr.contains("[possible values: sgm_uniform, normal, karras]"),
+        "{stderr}"
+    );
 }

@@ -173,7 +173,9 @@ fn each_discard_rule_is_counted_with_its_side() {
     assert_eq!(status("faint.png"), ("discarded".into(), "few_points".into(), "augmented".into()), "{}", pair(&report, "faint.png"));
     assert_eq!(report["discarded"], 3);
     let md = std::fs::read_to_string(p.path("report/drift.md")).unwrap();
-    for line in ["| no face detected | 0 | 1 | 0 |", "| face narrower than 80 px | 0 | 0 | 1 |", "| fewer than 6 of 8 points found on both images | 0 | 1 | 0 |"] {
+    for line in
+        ["| no face detected | 0 | 1 | 0 |", "| face narrower than 80 px | 0 | 0 | 1 |", "| fewer than 6 of 8 points found on both images | 0 | 1 | 0 |"]
+    {
         assert!(md.contains(line), "{line}\n{md}");
     }
 }
@@ -201,7 +203,17 @@ fn bad_inputs_give_counts_and_clear_messages() {
     let empty = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
     face.save(other.path().join("different.png")).unwrap();
-    let run = |orig: &Path, aug: &Path| Command::new(env!("CARGO_BIN_EXE_acufarm")).args(["drift", "--original"]).arg(orig).arg("--augmented").arg(aug).arg("--out").arg(p.path("r2")).output().unwrap();
+    let run = |orig: &Path, aug: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_acufarm"))
+            .args(["drift", "--original"])
+            .arg(orig)
+            .arg("--augmented")
+            .arg(aug)
+            .arg("--out")
+            .arg(p.path("r2"))
+            .output()
+            .unwrap()
+    };
     for (orig, aug, needle) in [
         (p.path("orig"), empty.path().to_path_buf(), "holds no PNG or JPEG images; pass the folder that holds them"),
         (p.path("orig"), other.path().to_path_buf(), "has a counterpart at the same relative path"),
@@ -277,7 +289,10 @@ fn the_qa_gate_regenerates_then_fails_faces_it_loses_and_passes_faceless_sources
     assert!(!out.status.success(), "the face sources fail QA: {}", text(&out));
     // Each face source: tries 0, 1 and 2, each losing the face (the tiny bundle paints noise).
     for frame in 1..=3 {
-        let line = err.lines().find(|l| l.contains(&format!("M_Asher_N_HD_{frame:04}.png failed the landmark-drift QA gate on all 3 tries"))).unwrap_or_else(|| panic!("frame {frame}: {err}"));
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("M_Asher_N_HD_{frame:04}.png failed the landmark-drift QA gate on all 3 tries")))
+            .unwrap_or_else(|| panic!("frame {frame}: {err}"));
         for t in 0..3 {
             assert!(line.contains(&format!("try {t} (seed ")), "{line}");
         }
@@ -315,7 +330,10 @@ fn the_qa_gate_regenerates_then_fails_faces_it_loses_and_passes_faceless_sources
     assert!(out.status.success(), "{}", text(&out));
     let drift: Value = serde_json::from_slice(&std::fs::read(report.join("drift.json")).unwrap()).unwrap();
     let only = &drift["pair_results"][0];
-    assert_eq!((only["original"].as_str(), only["augmented"].as_str()), (Some("train/image/img_512/M_Asher_N_HD_0004.png"), Some("train/image/img_512/M_Asher_N_HD_0004.png")));
+    assert_eq!(
+        (only["original"].as_str(), only["augmented"].as_str()),
+        (Some("train/image/img_512/M_Asher_N_HD_0004.png"), Some("train/image/img_512/M_Asher_N_HD_0004.png"))
+    );
     assert_eq!((only["reason"].as_str(), only["side"].as_str()), (Some("no_face"), Some("both")), "{only}");
 }
 

@@ -249,11 +249,8 @@ fn poison_inputs_fail_permanently_until_fixed(backend: Backend) {
     // Fix the files and the id grammar, then resubmit the failed jobs with the fixed spec.
     data.write_inputs(vec![(corrupt.clone(), png(1)), (broken.clone(), dataset::label(2).into_bytes())]);
     let scan = r"^scan-(?P<gender>[MF])-(?P<name>[A-Za-z]+)-(?P<size>[FNS])-(?P<hair>[A-Za-z0-9]+)-(?P<frame>\d+)$";
-    let patterns = format!(
-        "patterns = [\n  '{}',\n  '{}',\n  '{scan}',\n]",
-        acufarm_core::sample_id::UNDERSCORE_PATTERN,
-        acufarm_core::sample_id::DOTTED_PATTERN
-    );
+    let patterns =
+        format!("patterns = [\n  '{}',\n  '{}',\n  '{scan}',\n]", acufarm_core::sample_id::UNDERSCORE_PATTERN, acufarm_core::sample_id::DOTTED_PATTERN);
     let fixed = data.write_spec("fixed.toml", &run, |s| {
         assert!(s.contains("patterns = []"));
         format!("{}{qa}", s.replace("patterns = []", &patterns))
@@ -451,7 +448,10 @@ fn late_completion_from_an_expired_lease_is_rejected() {
 
         // A's heartbeat and completion with its old attempt change nothing.
         let hb = client
-            .heartbeat(req(&token, pb::HeartbeatRequest { worker_id: a.worker_id.clone(), held: vec![pb::JobAttempt { job_id: job.job_id, attempt: job.attempt }] }))
+            .heartbeat(req(
+                &token,
+                pb::HeartbeatRequest { worker_id: a.worker_id.clone(), held: vec![pb::JobAttempt { job_id: job.job_id, attempt: job.attempt }] },
+            ))
             .await
             .expect("heartbeat as A")
             .into_inner();
@@ -574,8 +574,6 @@ fn worker_heartbeats_at_the_coordinators_pace_from_the_start() {
     stop_workers_gracefully(&mut farm);
 }
 
-
-
 // -------------------------------------------------------------------------------------------
 // Faults leave no debris, and a finished manifest is written once.
 
@@ -618,7 +616,8 @@ fn fs_faults_leave_no_debris_and_a_restart_does_not_rewrite_the_manifest() {
     let mut left = Vec::new();
     let labels = out.join(LABELS);
     let coordinator = farm.coordinators.last_mut().expect("a coordinator");
-    let hit = coordinator.kill9_while_open(|path| (path.starts_with(&labels) && temporary(path)) || (path.starts_with(&staging) && path.is_file()), Duration::from_secs(30));
+    let hit = coordinator
+        .kill9_while_open(|path| (path.starts_with(&labels) && temporary(path)) || (path.starts_with(&staging) && path.is_file()), Duration::from_secs(30));
     let hit = hit.unwrap_or_else(|| farm.fail("the coordinator had no label copy open within 30 s"));
     assert!(hit.starts_with(&staging), "the label copy in progress lay outside staging: {}", hit.display());
     assert!(hit.exists(), "the coordinator's kill left no {}", hit.display());
@@ -684,7 +683,8 @@ fn lease_and_go_silent(farm: &Farm, name: &str, max_jobs: u32) -> Vec<(i64, i32)
             ..Default::default()
         };
         let worker = client.register(req(&token, register)).await.expect("register").into_inner();
-        let lease = client.lease(req(&token, pb::LeaseRequest { worker_id: worker.worker_id, bundle_sha256: bundle_sha, max_jobs })).await.expect("lease").into_inner();
+        let lease =
+            client.lease(req(&token, pb::LeaseRequest { worker_id: worker.worker_id, bundle_sha256: bundle_sha, max_jobs })).await.expect("lease").into_inner();
         lease.jobs.iter().map(|job| (job.job_id, job.attempt)).collect()
     })
 }

@@ -131,7 +131,8 @@ fn killed_run_resumes_without_redoing_finished_images() {
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
-    let before: Vec<(PathBuf, std::time::SystemTime)> = d.outputs().into_iter().map(|p| (p.clone(), std::fs::metadata(&p).unwrap().modified().unwrap())).collect();
+    let before: Vec<(PathBuf, std::time::SystemTime)> =
+        d.outputs().into_iter().map(|p| (p.clone(), std::fs::metadata(&p).unwrap().modified().unwrap())).collect();
     assert!(before.len() < 132, "killed mid-run");
 
     let out = d.run_command().output().unwrap();
@@ -160,9 +161,7 @@ fn killed_run_resumes_without_redoing_finished_images() {
 }
 
 fn files_under(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum())
-        .unwrap_or(0)
+    std::fs::read_dir(dir).map(|entries| entries.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()).unwrap_or(0)
 }
 
 #[test]
@@ -202,7 +201,10 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     assert_eq!(plan["first_jobs"].as_array().unwrap().len(), 5);
     let text = d.run_command().arg("--dry-run").output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.starts_with("dry run of `acusim-relight`: would queue 132 jobs in 3 shards (300 left out by filters, 0 unresolved); nothing was written"), "{text}");
+    assert!(
+        text.starts_with("dry run of `acusim-relight`: would queue 132 jobs in 3 shards (300 left out by filters, 0 unresolved); nothing was written"),
+        "{text}"
+    );
     assert!(text.contains("first jobs:\n  train/image/img_512/"), "{text}");
     assert!(!d.path("state").exists() && !d.path("out").exists(), "a dry run wrote files");
 }
@@ -211,13 +213,22 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
 fn a_spec_with_several_problems_reports_them_all_and_writes_nothing() {
     let d = Dataset::new();
     let spec = std::fs::read_to_string(d.path("spec.toml")).unwrap();
-    let bad = spec.replace("sampler = \"dpmpp_2m\"", "sampler = \"dpmpp2m\"").replace("cfg = [1.8, 2.4]", "cfg = [2.4, 1.8]").replace("t0 = 0.4", "t0 = 1.0").replace("[retry]", "[retry]\nmax_tries = 3");
+    let bad = spec
+        .replace("sampler = \"dpmpp_2m\"", "sampler = \"dpmpp2m\"")
+        .replace("cfg = [1.8, 2.4]", "cfg = [2.4, 1.8]")
+        .replace("t0 = 0.4", "t0 = 1.0")
+        .replace("[retry]", "[retry]\nmax_tries = 3");
     std::fs::write(d.path("spec.toml"), bad).unwrap();
     let out = d.run_command().output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("has 4 problems"), "{stderr}");
-    for needle in ["unknown sampler `dpmpp2m`; choose one of dpmpp_2m, euler", "`sampler.cfg` range [2.4, 1.8] runs backwards", "`sampler.t0` is 1, but it must be in [0, 1)", "unknown key `retry.max_tries`"] {
+    for needle in [
+        "unknown sampler `dpmpp2m`; choose one of dpmpp_2m, euler",
+        "`sampler.cfg` range [2.4, 1.8] runs backwards",
+        "`sampler.t0` is 1, but it must be in [0, 1)",
+        "unknown key `retry.max_tries`",
+    ] {
         assert!(stderr.contains(needle), "{needle}: {stderr}");
     }
     assert!(!d.path("state").exists() && !d.path("out").exists(), "a refused spec wrote files");
@@ -239,11 +250,14 @@ fn output_hashes(manifest: &Path) -> std::collections::BTreeMap<String, String> 
 fn one_two_and_four_workers_render_the_same_bytes() {
     let d = Dataset::new();
     let spec = std::fs::read_to_string(d.path("spec.toml")).unwrap();
-    let library = std::fs::read_dir(format!("{}/onnxruntime", std::env::var("ACUFARM_HOME").unwrap_or_else(|_| format!("{}/.cache/acufarm", std::env::var("HOME").unwrap()))))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("libonnxruntime.so"))
-        .expect("scripts/setup.sh installed ONNX Runtime");
+    let library = std::fs::read_dir(format!(
+        "{}/onnxruntime",
+        std::env::var("ACUFARM_HOME").unwrap_or_else(|_| format!("{}/.cache/acufarm", std::env::var("HOME").unwrap()))
+    ))
+    .unwrap()
+    .filter_map(|e| e.ok().map(|e| e.path()))
+    .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("libonnxruntime.so"))
+    .expect("scripts/setup.sh installed ONNX Runtime");
     let mut runs = Vec::new();
     // Without ORT_DYLIB_PATH, with it naming the library, and with it set but empty (= unset).
     for (workers, ort) in [(1, None), (2, Some(library.display().to_string())), (4, Some(String::new()))] {
@@ -251,7 +265,15 @@ fn one_two_and_four_workers_render_the_same_bytes() {
         let file = d.path(&format!("spec-{workers}.toml"));
         std::fs::write(&file, spec.replace(&format!("file://{}", d.path("out").display()), &format!("file://{}", out_dir.display()))).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_acufarm"));
-        cmd.arg("run").arg(&file).arg("--bundle").arg(repo().join("models/tiny/fc")).arg("--state-dir").arg(d.path(&format!("state-{workers}"))).arg("--quiet").arg("--workers").arg(workers.to_string());
+        cmd.arg("run")
+            .arg(&file)
+            .arg("--bundle")
+            .arg(repo().join("models/tiny/fc"))
+            .arg("--state-dir")
+            .arg(d.path(&format!("state-{workers}")))
+            .arg("--quiet")
+            .arg("--workers")
+            .arg(workers.to_string());
         cmd.env_remove("ORT_DYLIB_PATH");
         if let Some(value) = &ort {
             cmd.env("ORT_DYLIB_PATH", value);

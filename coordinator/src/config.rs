@@ -45,7 +45,9 @@ pub enum ConfigError {
     Secret(String),
     #[error("no database is configured; set database_url_file (or database_url) in the config, or ACUFARM_DATABASE_URL_FILE (postgres://user@host:port/db)")]
     NoDatabase,
-    #[error("no {role} token is configured; set token_file (or {role}_token_file) in the config, or ACUFARM_TOKEN_FILE, and give the same token to the {users}")]
+    #[error(
+        "no {role} token is configured; set token_file (or {role}_token_file) in the config, or ACUFARM_TOKEN_FILE, and give the same token to the {users}"
+    )]
     NoToken { role: &'static str, users: &'static str },
     #[error("tls_cert is set without tls_key (or the other way round); set both, the certificate chain and its private key as PEM files")]
     TlsPair,
@@ -239,7 +241,9 @@ impl Config {
                 (None, None) => {}
             }
         }
-        for (name, slot) in [("ACUFARM_TLS_CERT", &mut self.tls_cert), ("ACUFARM_TLS_KEY", &mut self.tls_key), ("ACUFARM_TLS_CLIENT_CA", &mut self.tls_client_ca)] {
+        for (name, slot) in
+            [("ACUFARM_TLS_CERT", &mut self.tls_cert), ("ACUFARM_TLS_KEY", &mut self.tls_key), ("ACUFARM_TLS_CLIENT_CA", &mut self.tls_client_ca)]
+        {
             if let Some(path) = env(name) {
                 *slot = Some(PathBuf::from(path));
             }
@@ -260,7 +264,9 @@ impl Config {
     /// The database and Redis URLs named by files are read once, here; token files stay files
     /// (they are re-read when they change, see [`Tokens`]).
     fn read_secret_files(&mut self) -> Result<(), ConfigError> {
-        for (key, value, file) in [("database_url_file", &mut self.database_url, &self.database_url_file), ("redis_url_file", &mut self.redis_url, &self.redis_url_file)] {
+        for (key, value, file) in
+            [("database_url_file", &mut self.database_url, &self.database_url_file), ("redis_url_file", &mut self.redis_url, &self.redis_url_file)]
+        {
             if let Some(path) = file {
                 *value = Secret::new(read_secret_file(path, key).map_err(ConfigError::Secret)?.trim());
             }
@@ -335,7 +341,8 @@ mod tests {
     fn environment_overrides_the_file_and_secrets_never_print() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\ndatabase_url = \"postgres://farm:hunter2@db/farm\"\ntoken = \"file-token\"\nlease_seconds = 30\n").unwrap();
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\ndatabase_url = \"postgres://farm:hunter2@db/farm\"\ntoken = \"file-token\"\nlease_seconds = 30\n")
+            .unwrap();
         let config = Config::load(Some(&path), env(&[("ACUFARM_TOKEN", "env-token"), ("ACUFARM_LEASE_SECONDS", "9")])).unwrap();
         assert_eq!(config.listen, "0.0.0.0:9000");
         assert_eq!(config.token.expose(), "env-token");
@@ -350,7 +357,10 @@ mod tests {
         let text = include_str!("../../examples/coordinator.toml");
         let config = Config::parse(text, "examples/coordinator.toml").unwrap();
         let defaults = Config::default();
-        assert_eq!((config.lease_seconds, config.heartbeat_seconds, config.reap_interval_seconds), (defaults.lease_seconds, defaults.heartbeat_seconds, defaults.reap_interval_seconds));
+        assert_eq!(
+            (config.lease_seconds, config.heartbeat_seconds, config.reap_interval_seconds),
+            (defaults.lease_seconds, defaults.heartbeat_seconds, defaults.reap_interval_seconds)
+        );
         assert_eq!(config.listen, defaults.listen);
         assert!(config.token.expose().is_empty(), "the example keeps its secret out of the file");
     }
@@ -360,7 +370,11 @@ mod tests {
         let table: [(&str, &[(&str, &str)], &str); 5] = [
             ("", &[("ACUFARM_TOKEN", "t")], "no database is configured"),
             ("", &[("ACUFARM_DATABASE_URL", "postgres://x")], "no worker token is configured"),
-            ("", &[("ACUFARM_DATABASE_URL", "postgres://x"), ("ACUFARM_TOKEN", "t"), ("ACUFARM_LEASE_SECONDS", "soon")], "ACUFARM_LEASE_SECONDS = `soon` is not a whole number"),
+            (
+                "",
+                &[("ACUFARM_DATABASE_URL", "postgres://x"), ("ACUFARM_TOKEN", "t"), ("ACUFARM_LEASE_SECONDS", "soon")],
+                "ACUFARM_LEASE_SECONDS = `soon` is not a whole number",
+            ),
             ("lease_secs = 3\n", &[], "unknown field `lease_secs`"),
             ("heartbeat_seconds = 0\ndatabase_url = \"p\"\ntoken = \"t\"\n", &[], "heartbeat_seconds must be at least 1"),
         ];
@@ -388,7 +402,10 @@ mod tests {
         let workers = file("workers", "w-current\nw-next\n");
         let operators = file("operators", "op-1\n");
         let shared = file("shared", "shared-1\n");
-        let config_path = file("c.toml", &format!("database_url_file = \"{db}\"\nredis_url_file = \"{redis}\"\ntoken_file = \"{shared}\"\nworker_token_file = \"{workers}\"\n"));
+        let config_path = file(
+            "c.toml",
+            &format!("database_url_file = \"{db}\"\nredis_url_file = \"{redis}\"\ntoken_file = \"{shared}\"\nworker_token_file = \"{workers}\"\n"),
+        );
         let config = Config::load(Some(Path::new(&config_path)), env(&[("ACUFARM_OPERATOR_TOKEN_FILE", &operators), ("ACUFARM_TOKEN", "")])).unwrap();
         assert_eq!(config.database_url.expose(), "postgres://farm:hunter2@db/farm?sslmode=verify-full");
         assert_eq!(config.redis_url.expose(), "rediss://:pw@redis:6380");
@@ -412,7 +429,11 @@ mod tests {
         let db = [("ACUFARM_DATABASE_URL", "postgres://x")];
         let table: [(&str, &[(&str, &str)], &str); 7] = [
             ("token = \"a\"\ntoken_file = \"/t\"\n", &db, "both token and token_file are set"),
-            ("", &[("ACUFARM_DATABASE_URL", "postgres://x"), ("ACUFARM_TOKEN", "a"), ("ACUFARM_TOKEN_FILE", "/t")], "both ACUFARM_TOKEN and ACUFARM_TOKEN_FILE are set"),
+            (
+                "",
+                &[("ACUFARM_DATABASE_URL", "postgres://x"), ("ACUFARM_TOKEN", "a"), ("ACUFARM_TOKEN_FILE", "/t")],
+                "both ACUFARM_TOKEN and ACUFARM_TOKEN_FILE are set",
+            ),
             ("worker_token = \"w\"\n", &db, "no operator token is configured"),
             ("token_file = \"/nonexistent/t\"\n", &db, "cannot read /nonexistent/t named by token_file"),
             ("", &[("ACUFARM_DATABASE_URL_FILE", "/nonexistent/db"), ("ACUFARM_TOKEN", "t")], "cannot read /nonexistent/db named by database_url_file"),
@@ -425,7 +446,8 @@ mod tests {
             assert!(error.contains(expected), "{file:?} {vars:?}: {error}");
         }
         std::fs::write(&path, "token = \"t\"\n").unwrap();
-        let config = Config::load(Some(&path), env(&[("ACUFARM_DATABASE_URL", "postgres://x"), ("ACUFARM_TLS_CERT", "/c.pem"), ("ACUFARM_TLS_KEY", "/k.pem")])).unwrap();
+        let config =
+            Config::load(Some(&path), env(&[("ACUFARM_DATABASE_URL", "postgres://x"), ("ACUFARM_TLS_CERT", "/c.pem"), ("ACUFARM_TLS_KEY", "/k.pem")])).unwrap();
         assert_eq!(config.tls(), Some(TlsFiles { cert: "/c.pem".into(), key: "/k.pem".into(), client_ca: None }));
     }
 }

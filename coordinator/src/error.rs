@@ -13,9 +13,7 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
-    #[error(
-        "cannot bring the database schema up to date ({source}); check that the database user may create tables and that no newer acufarm migrated it"
-    )]
+    #[error("cannot bring the database schema up to date ({source}); check that the database user may create tables and that no newer acufarm migrated it")]
     Migrate {
         #[source]
         source: sqlx::migrate::MigrateError,
@@ -78,10 +76,7 @@ mod tests {
     #[test]
     fn redact_url_masks_only_the_password() {
         assert_eq!(redact_url("postgres://acu:s3cr3t@db:5432/farm"), "postgres://acu:***@db:5432/farm");
-        assert_eq!(
-            redact_url("postgres://postgres@127.0.0.1:5432/postgres"),
-            "postgres://postgres@127.0.0.1:5432/postgres"
-        );
+        assert_eq!(redact_url("postgres://postgres@127.0.0.1:5432/postgres"), "postgres://postgres@127.0.0.1:5432/postgres");
         assert_eq!(redact_url("postgres://db/farm?user=a"), "postgres://db/farm?user=a");
         assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
     }
@@ -89,16 +84,12 @@ mod tests {
     #[test]
     fn run_name_taken_says_how_to_fix_it() {
         let message = StoreError::RunNameTaken { name: "relight-v1".into() }.to_string();
-        assert_eq!(
-            message,
-            "a run named `relight-v1` already exists; pick another run.name or pass --force to replace it"
-        );
+        assert_eq!(message, "a run named `relight-v1` already exists; pick another run.name or pass --force to replace it");
     }
 
     #[test]
     fn unreachable_names_the_url_and_the_fix() {
-        let error =
-            StoreError::Unreachable { url: redact_url("postgres://u:pw@h/db"), source: sqlx::Error::PoolTimedOut };
+        let error = StoreError::Unreachable { url: redact_url("postgres://u:pw@h/db"), source: sqlx::Error::PoolTimedOut };
         let message = error.to_string();
         assert!(message.contains("postgres://u:***@h/db") && message.contains("start PostgreSQL"), "{message}");
         assert!(!message.contains("pw@"));

@@ -194,8 +194,7 @@ impl Events {
         if keys.is_empty() {
             return Vec::new();
         }
-        let values: Vec<Option<String>> =
-            self.call("reading workers", |mut conn| async move { conn.mget(keys).await }).await.unwrap_or_default();
+        let values: Vec<Option<String>> = self.call("reading workers", |mut conn| async move { conn.mget(keys).await }).await.unwrap_or_default();
         let mut workers: Vec<Presence> = values.into_iter().flatten().filter_map(|text| serde_json::from_str(&text).ok()).collect();
         workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         workers

@@ -2,8 +2,8 @@
 //! appended by workers), so the manifest always matches what the database says succeeded.
 
 use crate::Store;
-use acufarm_core::manifest::{self, ManifestRow, MetadataRow, SummaryTotals};
 use crate::store::JobFilter;
+use acufarm_core::manifest::{self, ManifestRow, MetadataRow, SummaryTotals};
 use acufarm_core::{JobState, RunId};
 use acufarm_storage::{ObjectWriter, Storage, StorageError};
 use bytes::Bytes;
@@ -22,7 +22,9 @@ pub enum ManifestError {
     Label(#[from] manifest::LabelError),
     #[error("the stored result of {sample_id} is not a manifest row ({reason}); resubmit that job")]
     BadResult { sample_id: String, reason: String },
-    #[error("another writer took over the manifest of run {run} while this one was writing it (this writer stalled past its claim); nothing was replaced, and the other writer finishes it")]
+    #[error(
+        "another writer took over the manifest of run {run} while this one was writing it (this writer stalled past its claim); nothing was replaced, and the other writer finishes it"
+    )]
     ClaimLost { run: RunId },
 }
 
@@ -188,7 +190,8 @@ async fn write_rows<S: Store>(store: &S, run: RunId, output: &Storage, files: &m
         chunk.clear();
         while chunk.len() < LABEL_READS {
             let Some(job) = jobs.try_next().await? else { break };
-            let row: ManifestRow = serde_json::from_str(&job.result).map_err(|e| ManifestError::BadResult { sample_id: job.sample_id.clone(), reason: e.to_string() })?;
+            let row: ManifestRow =
+                serde_json::from_str(&job.result).map_err(|e| ManifestError::BadResult { sample_id: job.sample_id.clone(), reason: e.to_string() })?;
             chunk.push(row);
         }
         if chunk.is_empty() {

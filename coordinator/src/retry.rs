@@ -21,12 +21,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            backoff_base: Duration::from_secs(10),
-            backoff_max: Duration::from_secs(600),
-            max_lost: 5,
-        }
+        Self { max_attempts: 3, backoff_base: Duration::from_secs(10), backoff_max: Duration::from_secs(600), max_lost: 5 }
     }
 }
 
@@ -39,9 +34,7 @@ impl RetryPolicy {
     /// waits `backoff_base`, each later one twice as long, never more than `backoff_max`.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1);
-        1u32.checked_shl(doublings)
-            .and_then(|factor| self.backoff_base.checked_mul(factor))
-            .map_or(self.backoff_max, |wait| wait.min(self.backoff_max))
+        1u32.checked_shl(doublings).and_then(|factor| self.backoff_base.checked_mul(factor)).map_or(self.backoff_max, |wait| wait.min(self.backoff_max))
     }
 
     /// Whether a retryable failure of the `attempts_used`-th attempt of the budget may be retried.
@@ -127,9 +120,6 @@ mod tests {
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        assert_eq!(
-            RetryPolicy::default(),
-            RetryPolicy { max_attempts: 3, backoff_base: secs(10), backoff_max: secs(600), max_lost: 5 }
-        );
+        assert_eq!(RetryPolicy::default(), RetryPolicy { max_attempts: 3, backoff_base: secs(10), backoff_max: secs(600), max_lost: 5 });
     }
 }

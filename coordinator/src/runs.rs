@@ -215,10 +215,13 @@ mod tests {
         let text = format!("{}\n[qa]\nmax_drift_px = 10.0\nmax_retries = 2\n", include_str!("../../examples/acusim.toml"));
         let spec = RunSpec::parse(&text, Path::new("x.toml")).unwrap();
         let job = acufarm_core::resolve::resolve_job(&spec, &spec.grammar().unwrap(), "train/image/img_512/M_Asher_N_HD_0017.png", 0, 0).unwrap();
-        let producer = || Producer { run: "r", bundle: BundleRef { name: "b".into(), sha256: "0".repeat(64) }, worker: "w", execution_provider: "cpu", attempt: 1 };
-        let staged = |qa: Vec<QaRecord>| StagedOutput { staging_key: "k".into(), sha256: "1".repeat(64), source_sha256: "2".repeat(64), timings: BTreeMap::new(), qa };
+        let producer =
+            || Producer { run: "r", bundle: BundleRef { name: "b".into(), sha256: "0".repeat(64) }, worker: "w", execution_provider: "cpu", attempt: 1 };
+        let staged =
+            |qa: Vec<QaRecord>| StagedOutput { staging_key: "k".into(), sha256: "1".repeat(64), source_sha256: "2".repeat(64), timings: BTreeMap::new(), qa };
         let third = job.with_qa_retry(2).unwrap();
-        let checks = vec![check(0, job.seed, QaVerdict::Fail), check(1, job.with_qa_retry(1).unwrap().seed, QaVerdict::Fail), check(2, third.seed, QaVerdict::Pass)];
+        let checks =
+            vec![check(0, job.seed, QaVerdict::Fail), check(1, job.with_qa_retry(1).unwrap().seed, QaVerdict::Fail), check(2, third.seed, QaVerdict::Pass)];
         let row = manifest_row(&job, staged(checks.clone()), producer(), None);
         assert_eq!((row.qa_try, row.seed, &row.params, &row.scene), (2, third.seed, &third.params, &third.scene));
         assert_eq!(row.qa, checks, "every try is recorded");

@@ -149,9 +149,7 @@ pub fn fail(job: &JobView, attempt: Attempt, class: FailureClass, policy: &Retry
         return Failure::Stale(stale);
     }
     match class {
-        FailureClass::Retryable if policy.attempts_remain(job.attempts_used()) => {
-            Failure::Retry { backoff: policy.backoff(job.attempts_used()) }
-        }
+        FailureClass::Retryable if policy.attempts_remain(job.attempts_used()) => Failure::Retry { backoff: policy.backoff(job.attempts_used()) },
         FailureClass::Retryable => Failure::Failed { exhausted: true },
         FailureClass::Permanent | FailureClass::Qa => Failure::Failed { exhausted: false },
     }
@@ -276,22 +274,11 @@ mod tests {
     use super::*;
 
     fn job(state: JobState, attempt: i32) -> JobView {
-        JobView {
-            state,
-            attempt: Attempt(attempt),
-            attempt_base: Attempt(0),
-            lost: 0,
-            holder: (state == JobState::Leased).then(|| "w1".to_string()),
-        }
+        JobView { state, attempt: Attempt(attempt), attempt_base: Attempt(0), lost: 0, holder: (state == JobState::Leased).then(|| "w1".to_string()) }
     }
 
     fn policy() -> RetryPolicy {
-        RetryPolicy::builder()
-            .max_attempts(3)
-            .backoff_base(Duration::from_secs(10))
-            .backoff_max(Duration::from_secs(60))
-            .max_lost(2)
-            .build()
+        RetryPolicy::builder().max_attempts(3).backoff_base(Duration::from_secs(10)).backoff_max(Duration::from_secs(60)).max_lost(2).build()
     }
 
     #[test]
@@ -313,10 +300,7 @@ mod tests {
         assert_eq!(extend(&leased, "w1", Attempt(2)), Ok(()));
         assert_eq!(extend(&leased, "w2", Attempt(2)), Err(Stale::NotHolder));
         assert_eq!(extend(&leased, "w1", Attempt(1)), Err(Stale::Superseded { current: Attempt(2) }));
-        assert_eq!(
-            extend(&job(JobState::Queued, 2), "w1", Attempt(2)),
-            Err(Stale::NotLeased { state: JobState::Queued })
-        );
+        assert_eq!(extend(&job(JobState::Queued, 2), "w1", Attempt(2)), Err(Stale::NotLeased { state: JobState::Queued }));
     }
 
     #[test]
@@ -332,15 +316,9 @@ mod tests {
     #[test]
     fn complete_from_a_superseded_attempt_is_stale() {
         // The lease of attempt 1 expired, the job was claimed again as attempt 2.
-        assert_eq!(
-            complete(&job(JobState::Leased, 2), Attempt(1)),
-            Completion::Stale(Stale::Superseded { current: Attempt(2) })
-        );
+        assert_eq!(complete(&job(JobState::Leased, 2), Attempt(1)), Completion::Stale(Stale::Superseded { current: Attempt(2) }));
         // Attempt 2 succeeded; attempt 1 reporting late must not overwrite or duplicate it.
-        assert_eq!(
-            complete(&job(JobState::Succeeded, 2), Attempt(1)),
-            Completion::Stale(Stale::Superseded { current: Attempt(2) })
-        );
+        assert_eq!(complete(&job(JobState::Succeeded, 2), Attempt(1)), Completion::Stale(Stale::Superseded { current: Attempt(2) }));
     }
 
     #[test]
@@ -348,48 +326,30 @@ mod tests {
         for state in [JobState::Queued, JobState::Failed, JobState::Cancelled] {
             assert_eq!(complete(&job(state, 1), Attempt(1)), Completion::Stale(Stale::NotLeased { state }));
         }
-        assert_eq!(
-            complete(&job(JobState::Leased, 1), Attempt(7)),
-            Completion::Stale(Stale::UnknownAttempt { current: Attempt(1) })
-        );
+        assert_eq!(complete(&job(JobState::Leased, 1), Attempt(7)), Completion::Stale(Stale::UnknownAttempt { current: Attempt(1) }));
     }
 
     #[test]
     fn fail_retryable_with_attempts_left_requeues_after_backoff() {
-        assert_eq!(
-            fail(&job(JobState::Leased, 1), Attempt(1), FailureClass::Retryable, &policy()),
-            Failure::Retry { backoff: Duration::from_secs(10) }
-        );
-        assert_eq!(
-            fail(&job(JobState::Leased, 2), Attempt(2), FailureClass::Retryable, &policy()),
-            Failure::Retry { backoff: Duration::from_secs(20) }
-        );
+        assert_eq!(fail(&job(JobState::Leased, 1), Attempt(1), FailureClass::Retryable, &policy()), Failure::Retry { backoff: Duration::from_secs(10) });
+        assert_eq!(fail(&job(JobState::Leased, 2), Attempt(2), FailureClass::Retryable, &policy()), Failure::Retry { backoff: Duration::from_secs(20) });
     }
 
     #[test]
     fn fail_retryable_with_the_budget_used_fails_exhausted() {
-        assert_eq!(
-            fail(&job(JobState::Leased, 3), Attempt(3), FailureClass::Retryable, &policy()),
-            Failure::Failed { exhausted: true }
-        );
+        assert_eq!(fail(&job(JobState::Leased, 3), Attempt(3), FailureClass::Retryable, &policy()), Failure::Failed { exhausted: true });
     }
 
     #[test]
     fn fail_permanent_or_qa_fails_at_once() {
         for class in [FailureClass::Permanent, FailureClass::Qa] {
-            assert_eq!(
-                fail(&job(JobState::Leased, 1), Attempt(1), class, &policy()),
-                Failure::Failed { exhausted: false }
-            );
+            assert_eq!(fail(&job(JobState::Leased, 1), Attempt(1), class, &policy()), Failure::Failed { exhausted: false });
         }
     }
 
     #[test]
     fn fail_is_fenced_like_complete() {
-        assert_eq!(
-            fail(&job(JobState::Leased, 2), Attempt(1), FailureClass::Permanent, &policy()),
-            Failure::Stale(Stale::Superseded { current: Attempt(2) })
-        );
+        assert_eq!(fail(&job(JobState::Leased, 2), Attempt(1), FailureClass::Permanent, &policy()), Failure::Stale(Stale::Superseded { current: Attempt(2) }));
         assert_eq!(
             fail(&job(JobState::Succeeded, 1), Attempt(1), FailureClass::Retryable, &policy()),
             Failure::Stale(Stale::NotLeased { state: JobState::Succeeded })
@@ -399,10 +359,7 @@ mod tests {
     #[test]
     fn fail_counts_attempts_from_the_budget_base() {
         let resubmitted = JobView { attempt_base: Attempt(3), ..job(JobState::Leased, 4) };
-        assert_eq!(
-            fail(&resubmitted, Attempt(4), FailureClass::Retryable, &policy()),
-            Failure::Retry { backoff: Duration::from_secs(10) }
-        );
+        assert_eq!(fail(&resubmitted, Attempt(4), FailureClass::Retryable, &policy()), Failure::Retry { backoff: Duration::from_secs(10) });
     }
 
     #[test]
@@ -410,10 +367,7 @@ mod tests {
         // Attempts 1 and 2 were lost; attempt 3 is the first to fail, so it is retried as a first.
         let leased = JobView { lost: 2, ..job(JobState::Leased, 3) };
         assert_eq!(leased.attempts_used(), 1);
-        assert_eq!(
-            fail(&leased, Attempt(3), FailureClass::Retryable, &policy()),
-            Failure::Retry { backoff: Duration::from_secs(10) }
-        );
+        assert_eq!(fail(&leased, Attempt(3), FailureClass::Retryable, &policy()), Failure::Retry { backoff: Duration::from_secs(10) });
     }
 
     #[test]
@@ -452,8 +406,7 @@ mod tests {
 
     #[test]
     fn shard_state_is_derived_from_job_counts() {
-        let counts =
-            |queued, leased, succeeded, failed, cancelled| StateCounts { queued, leased, succeeded, failed, cancelled };
+        let counts = |queued, leased, succeeded, failed, cancelled| StateCounts { queued, leased, succeeded, failed, cancelled };
         assert_eq!(shard_state(&counts(3, 0, 0, 0, 0)), ShardState::Queued);
         assert_eq!(shard_state(&counts(2, 1, 0, 0, 0)), ShardState::Running);
         assert_eq!(shard_state(&counts(2, 0, 1, 0, 0)), ShardState::Running);
@@ -465,10 +418,7 @@ mod tests {
 
     #[test]
     fn stale_reasons_read_as_sentences() {
-        assert_eq!(
-            Stale::Superseded { current: Attempt(3) }.to_string(),
-            "the lease was lost and the job was leased again as attempt 3"
-        );
+        assert_eq!(Stale::Superseded { current: Attempt(3) }.to_string(), "the lease was lost and the job was leased again as attempt 3");
         assert_eq!(Stale::NotLeased { state: JobState::Cancelled }.to_string(), "the job is cancelled, not leased");
     }
 }

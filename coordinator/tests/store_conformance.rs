@@ -5,8 +5,8 @@ mod support;
 
 use acufarm_coordinator::state::{Completion, Expiry, Failure, ShardState, Stale, StateCounts};
 use acufarm_coordinator::store::{
-    CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, ManifestClaim, ManifestCounts, NewJob, NewRun,
-    Resubmission, Resubmitted, RunState, SucceededJob,
+    CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, ManifestClaim, ManifestCounts, NewJob, NewRun, Resubmission,
+    Resubmitted, RunState, SucceededJob,
 };
 use acufarm_coordinator::{RetryPolicy, Store, StoreError};
 use acufarm_core::{Attempt, FailureClass, JobId, JobState, RunId};
@@ -73,12 +73,7 @@ fn at(seconds: i64) -> DateTime<Utc> {
 }
 
 fn policy() -> RetryPolicy {
-    RetryPolicy::builder()
-        .max_attempts(3)
-        .backoff_base(Duration::from_secs(10))
-        .backoff_max(Duration::from_secs(60))
-        .max_lost(2)
-        .build()
+    RetryPolicy::builder().max_attempts(3).backoff_base(Duration::from_secs(10)).backoff_max(Duration::from_secs(60)).max_lost(2).build()
 }
 
 /// A run with `jobs_per_shard` jobs in each named shard; job specs record where they came from.
@@ -106,13 +101,7 @@ fn new_run(name: &str, priority: i32, shards: &[&str], jobs_per_shard: usize) ->
 }
 
 fn lease_request(worker: &str, max_jobs: u32, now: DateTime<Utc>) -> LeaseRequest {
-    LeaseRequest {
-        worker_id: worker.to_string(),
-        bundle_sha256: BUNDLE.to_string(),
-        max_jobs,
-        lease_duration: LEASE,
-        now,
-    }
+    LeaseRequest { worker_id: worker.to_string(), bundle_sha256: BUNDLE.to_string(), max_jobs, lease_duration: LEASE, now }
 }
 
 async fn lease<S: Store>(store: &S, worker: &str, max_jobs: u32, now: DateTime<Utc>) -> Vec<LeasedJob> {
@@ -134,8 +123,7 @@ fn parsed(result: &str) -> serde_json::Value {
 }
 
 async fn fail_one<S: Store>(store: &S, job: JobId, attempt: i32, class: FailureClass, now: DateTime<Utc>) -> Failure {
-    let request =
-        FailureRequest { job, attempt: Attempt(attempt), class, message: format!("{} failure", class.as_str()) };
+    let request = FailureRequest { job, attempt: Attempt(attempt), class, message: format!("{} failure", class.as_str()) };
     store.fail(&[request], &policy(), now).await.unwrap()[0].outcome
 }
 
@@ -158,8 +146,7 @@ async fn create_and_find_run<S: Store>(store: S) {
 
     let status = store.run_status(run).await.unwrap();
     assert_eq!(status.counts, state_counts(6, 0, 0, 0, 0));
-    let shards: Vec<(&str, ShardState, u64)> =
-        status.shards.iter().map(|shard| (shard.key.as_str(), shard.state, shard.counts.total())).collect();
+    let shards: Vec<(&str, ShardState, u64)> = status.shards.iter().map(|shard| (shard.key.as_str(), shard.state, shard.counts.total())).collect();
     assert_eq!(shards, [("m01", ShardState::Queued, 3), ("m02", ShardState::Queued, 3)]);
 }
 
@@ -169,10 +156,7 @@ async fn duplicate_run_name_is_refused_unless_forced<S: Store>(store: S) {
 
     let error = store.create_run(&new_run("relight", 0, &["m01"], 5), false, at(2)).await.unwrap_err();
     assert!(matches!(error, StoreError::RunNameTaken { .. }), "{error:?}");
-    assert_eq!(
-        error.to_string(),
-        "a run named `relight` already exists; pick another run.name or pass --force to replace it"
-    );
+    assert_eq!(error.to_string(), "a run named `relight` already exists; pick another run.name or pass --force to replace it");
     assert_eq!(counts(&store, first).await, state_counts(1, 1, 0, 0, 0), "a refused submit changes nothing");
 
     let second = store.create_run(&new_run("relight", 0, &["m01"], 5), true, at(3)).await.unwrap();
@@ -237,10 +221,7 @@ async fn paused_runs_are_skipped_until_resumed<S: Store>(store: S) {
 async fn backoff_not_before_is_respected<S: Store>(store: S) {
     store.create_run(&new_run("relight", 0, &["m01"], 1), false, at(0)).await.unwrap();
     let job = lease(&store, "w1", 1, at(0)).await[0].job;
-    assert_eq!(
-        fail_one(&store, job, 1, FailureClass::Retryable, at(5)).await,
-        Failure::Retry { backoff: Duration::from_secs(10) }
-    );
+    assert_eq!(fail_one(&store, job, 1, FailureClass::Retryable, at(5)).await, Failure::Retry { backoff: Duration::from_secs(10) });
 
     assert!(lease(&store, "w1", 1, at(14)).await.is_empty(), "still backing off");
     let again = lease(&store, "w2", 1, at(15)).await;
@@ -280,16 +261,10 @@ async fn concurrent_leases_hand_out_each_job_once<S: Store>(store: S) {
 async fn heartbeat_extends_only_leases_still_held<S: Store>(store: S) {
     store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
     let leased = lease(&store, "w1", 2, at(0)).await;
-    let (kept, dropped) = (
-        JobAttempt { job: leased[0].job, attempt: Attempt(1) },
-        JobAttempt { job: leased[1].job, attempt: Attempt(1) },
-    );
+    let (kept, dropped) = (JobAttempt { job: leased[0].job, attempt: Attempt(1) }, JobAttempt { job: leased[1].job, attempt: Attempt(1) });
 
     let bogus = JobAttempt { job: kept.job, attempt: Attempt(2) };
-    let held = store
-        .heartbeat("w1", &[kept, bogus, JobAttempt { job: JobId(999_999), attempt: Attempt(1) }], LEASE, at(30))
-        .await
-        .unwrap();
+    let held = store.heartbeat("w1", &[kept, bogus, JobAttempt { job: JobId(999_999), attempt: Attempt(1) }], LEASE, at(30)).await.unwrap();
     assert_eq!(held, [kept], "only the current attempt of a job the worker holds");
     assert!(store.heartbeat("w2", &[kept], LEASE, at(30)).await.unwrap().is_empty(), "another worker cannot extend it");
     assert!(store.heartbeat("w1", &[], LEASE, at(30)).await.unwrap().is_empty());
@@ -304,20 +279,10 @@ async fn complete_reports_accepted_duplicate_and_stale<S: Store>(store: S) {
     let run = store.create_run(&new_run("relight", 0, &["m01"], 3), false, at(0)).await.unwrap();
     let leased = lease(&store, "w1", 2, at(0)).await;
     let (a, b) = (leased[0].job, leased[1].job);
-    let request =
-        |job, attempt, tag: &str| CompletionRequest { job, attempt: Attempt(attempt), result: json!({ "key": tag }).to_string() };
+    let request = |job, attempt, tag: &str| CompletionRequest { job, attempt: Attempt(attempt), result: json!({ "key": tag }).to_string() };
 
     let reports = store
-        .complete(
-            &[
-                request(a, 1, "a"),
-                request(b, 1, "b"),
-                request(a, 1, "a-again"),
-                request(b, 2, "b-future"),
-                request(JobId(999_999), 1, "nobody"),
-            ],
-            at(5),
-        )
+        .complete(&[request(a, 1, "a"), request(b, 1, "b"), request(a, 1, "a-again"), request(b, 2, "b-future"), request(JobId(999_999), 1, "nobody")], at(5))
         .await
         .unwrap();
     let outcomes: Vec<Completion> = reports.iter().map(|report| report.outcome).collect();
@@ -335,17 +300,9 @@ async fn complete_reports_accepted_duplicate_and_stale<S: Store>(store: S) {
     assert_eq!(counts(&store, run).await, state_counts(1, 0, 2, 0, 0));
 
     let done = succeeded(&store, run).await;
-    let rows: Vec<(JobId, &str, &str, Attempt, serde_json::Value)> = done
-        .iter()
-        .map(|job| (job.job, job.shard_key.as_str(), job.sample_id.as_str(), job.attempt, parsed(&job.result)))
-        .collect();
-    assert_eq!(
-        rows,
-        [
-            (a, "m01", "m01_000", Attempt(1), json!({ "key": "a" })),
-            (b, "m01", "m01_001", Attempt(1), json!({ "key": "b" }))
-        ]
-    );
+    let rows: Vec<(JobId, &str, &str, Attempt, serde_json::Value)> =
+        done.iter().map(|job| (job.job, job.shard_key.as_str(), job.sample_id.as_str(), job.attempt, parsed(&job.result))).collect();
+    assert_eq!(rows, [(a, "m01", "m01_000", Attempt(1), json!({ "key": "a" })), (b, "m01", "m01_001", Attempt(1), json!({ "key": "b" }))]);
 }
 
 async fn late_completion_from_an_expired_lease_is_rejected<S: Store>(store: S) {
@@ -353,86 +310,45 @@ async fn late_completion_from_an_expired_lease_is_rejected<S: Store>(store: S) {
     let job = lease(&store, "slow", 1, at(0)).await[0].job;
     assert_eq!(store.reap_expired(at(61)).await.unwrap()[0].outcome, Expiry::Requeue { lost: 1 });
 
-    assert_eq!(
-        complete_one(&store, job, 1, at(62)).await,
-        Completion::Stale(Stale::NotLeased { state: JobState::Queued })
-    );
+    assert_eq!(complete_one(&store, job, 1, at(62)).await, Completion::Stale(Stale::NotLeased { state: JobState::Queued }));
     let again = lease(&store, "fast", 1, at(63)).await;
     assert_eq!(again[0].attempt, Attempt(2));
-    assert_eq!(
-        complete_one(&store, job, 1, at(64)).await,
-        Completion::Stale(Stale::Superseded { current: Attempt(2) })
-    );
-    assert_eq!(
-        fail_one(&store, job, 1, FailureClass::Permanent, at(64)).await,
-        Failure::Stale(Stale::Superseded { current: Attempt(2) })
-    );
+    assert_eq!(complete_one(&store, job, 1, at(64)).await, Completion::Stale(Stale::Superseded { current: Attempt(2) }));
+    assert_eq!(fail_one(&store, job, 1, FailureClass::Permanent, at(64)).await, Failure::Stale(Stale::Superseded { current: Attempt(2) }));
     assert_eq!(complete_one(&store, job, 2, at(65)).await, Completion::Accepted);
-    assert_eq!(
-        complete_one(&store, job, 1, at(66)).await,
-        Completion::Stale(Stale::Superseded { current: Attempt(2) })
-    );
+    assert_eq!(complete_one(&store, job, 1, at(66)).await, Completion::Stale(Stale::Superseded { current: Attempt(2) }));
     assert_eq!(parsed(&succeeded(&store, run).await[0].result), json!({ "attempt": 2 }));
 }
 
 async fn retryable_failure_requeues_with_backoff_until_exhausted<S: Store>(store: S) {
     let run = store.create_run(&new_run("relight", 0, &["m01"], 1), false, at(0)).await.unwrap();
     let job = lease(&store, "w1", 1, at(0)).await[0].job;
-    assert_eq!(
-        fail_one(&store, job, 1, FailureClass::Retryable, at(1)).await,
-        Failure::Retry { backoff: Duration::from_secs(10) }
-    );
+    assert_eq!(fail_one(&store, job, 1, FailureClass::Retryable, at(1)).await, Failure::Retry { backoff: Duration::from_secs(10) });
     assert_eq!(counts(&store, run).await, state_counts(1, 0, 0, 0, 0));
 
     assert_eq!(lease(&store, "w1", 1, at(11)).await[0].attempt, Attempt(2));
-    assert_eq!(
-        fail_one(&store, job, 2, FailureClass::Retryable, at(12)).await,
-        Failure::Retry { backoff: Duration::from_secs(20) }
-    );
+    assert_eq!(fail_one(&store, job, 2, FailureClass::Retryable, at(12)).await, Failure::Retry { backoff: Duration::from_secs(20) });
     assert!(lease(&store, "w1", 1, at(31)).await.is_empty());
 
     assert_eq!(lease(&store, "w1", 1, at(32)).await[0].attempt, Attempt(3));
     assert_eq!(fail_one(&store, job, 3, FailureClass::Retryable, at(33)).await, Failure::Failed { exhausted: true });
     assert_eq!(counts(&store, run).await, state_counts(0, 0, 0, 1, 0));
     assert!(lease(&store, "w1", 1, at(1000)).await.is_empty());
-    assert_eq!(
-        fail_one(&store, job, 3, FailureClass::Retryable, at(34)).await,
-        Failure::Stale(Stale::NotLeased { state: JobState::Failed })
-    );
+    assert_eq!(fail_one(&store, job, 3, FailureClass::Retryable, at(34)).await, Failure::Stale(Stale::NotLeased { state: JobState::Failed }));
 }
 
 async fn permanent_and_qa_failures_fail_at_once<S: Store>(store: S) {
     let run = store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
     let leased = lease(&store, "w1", 2, at(0)).await;
     let requests = [
-        FailureRequest {
-            job: leased[0].job,
-            attempt: Attempt(1),
-            class: FailureClass::Permanent,
-            message: "bad label JSON".into(),
-        },
-        FailureRequest {
-            job: leased[1].job,
-            attempt: Attempt(1),
-            class: FailureClass::Qa,
-            message: "drift above gate".into(),
-        },
-        FailureRequest {
-            job: leased[1].job,
-            attempt: Attempt(1),
-            class: FailureClass::Retryable,
-            message: "late".into(),
-        },
+        FailureRequest { job: leased[0].job, attempt: Attempt(1), class: FailureClass::Permanent, message: "bad label JSON".into() },
+        FailureRequest { job: leased[1].job, attempt: Attempt(1), class: FailureClass::Qa, message: "drift above gate".into() },
+        FailureRequest { job: leased[1].job, attempt: Attempt(1), class: FailureClass::Retryable, message: "late".into() },
     ];
-    let outcomes: Vec<Failure> =
-        store.fail(&requests, &policy(), at(1)).await.unwrap().iter().map(|report| report.outcome).collect();
+    let outcomes: Vec<Failure> = store.fail(&requests, &policy(), at(1)).await.unwrap().iter().map(|report| report.outcome).collect();
     assert_eq!(
         outcomes,
-        [
-            Failure::Failed { exhausted: false },
-            Failure::Failed { exhausted: false },
-            Failure::Stale(Stale::NotLeased { state: JobState::Failed }),
-        ]
+        [Failure::Failed { exhausted: false }, Failure::Failed { exhausted: false }, Failure::Stale(Stale::NotLeased { state: JobState::Failed }),]
     );
     assert_eq!(counts(&store, run).await, state_counts(0, 0, 0, 2, 0));
 }
@@ -447,10 +363,7 @@ async fn reaper_requeues_without_using_attempts_and_fails_past_lost_cap<S: Store
         assert!(store.reap_expired(at(clock + 59)).await.unwrap().is_empty(), "not expired yet");
         let reaped = store.reap_expired(at(clock + 60)).await.unwrap();
         assert_eq!(reaped.len(), 1);
-        assert_eq!(
-            (reaped[0].attempt, reaped[0].outcome),
-            (Attempt(expected_lost), Expiry::Requeue { lost: expected_lost as u32 })
-        );
+        assert_eq!((reaped[0].attempt, reaped[0].outcome), (Attempt(expected_lost), Expiry::Requeue { lost: expected_lost as u32 }));
         clock += 100;
     }
     let leased = lease(&store, "w1", 1, at(clock)).await;
@@ -469,30 +382,22 @@ async fn reaper_requeues_without_using_attempts_and_fails_past_lost_cap<S: Store
     let reaped = store.reap_expired(at(clock + 60)).await.unwrap();
     assert_eq!(reaped[0].outcome, Expiry::Fail { lost: 3 });
     assert_eq!(counts(&store, run).await, state_counts(1, 0, 0, 1, 0));
-    assert_eq!(
-        complete_one(&store, job_a, 4, at(clock + 61)).await,
-        Completion::Stale(Stale::NotLeased { state: JobState::Failed })
-    );
+    assert_eq!(complete_one(&store, job_a, 4, at(clock + 61)).await, Completion::Stale(Stale::NotLeased { state: JobState::Failed }));
 }
 
 async fn status_derives_shard_states_from_jobs<S: Store>(store: S) {
-    let run =
-        store.create_run(&new_run("relight", 0, &["done", "broken", "busy", "idle"], 2), false, at(0)).await.unwrap();
+    let run = store.create_run(&new_run("relight", 0, &["done", "broken", "busy", "idle"], 2), false, at(0)).await.unwrap();
     let leased = lease(&store, "w1", 5, at(0)).await;
     // Ids follow shard order: done 0-1, broken 2-3, busy 4 leased (5 still queued).
     for job in &leased[0..2] {
         assert_eq!(complete_one(&store, job.job, 1, at(1)).await, Completion::Accepted);
     }
     assert_eq!(complete_one(&store, leased[2].job, 1, at(1)).await, Completion::Accepted);
-    assert_eq!(
-        fail_one(&store, leased[3].job, 1, FailureClass::Permanent, at(1)).await,
-        Failure::Failed { exhausted: false }
-    );
+    assert_eq!(fail_one(&store, leased[3].job, 1, FailureClass::Permanent, at(1)).await, Failure::Failed { exhausted: false });
 
     let status = store.run_status(run).await.unwrap();
     assert_eq!(status.counts, state_counts(3, 1, 3, 1, 0));
-    let shards: Vec<(&str, ShardState, StateCounts)> =
-        status.shards.iter().map(|shard| (shard.key.as_str(), shard.state, shard.counts)).collect();
+    let shards: Vec<(&str, ShardState, StateCounts)> = status.shards.iter().map(|shard| (shard.key.as_str(), shard.state, shard.counts)).collect();
     assert_eq!(
         shards,
         [
@@ -509,8 +414,7 @@ async fn resubmit_requeues_failed_jobs_with_a_fresh_budget<S: Store>(store: S) {
     let leased = lease(&store, "w1", 2, at(0)).await;
     let (failed, done) = (leased[0].job, leased[1].job);
     let strict = RetryPolicy::builder().max_attempts(1).build();
-    let exhaust =
-        FailureRequest { job: failed, attempt: Attempt(1), class: FailureClass::Retryable, message: "oom".into() };
+    let exhaust = FailureRequest { job: failed, attempt: Attempt(1), class: FailureClass::Retryable, message: "oom".into() };
     assert_eq!(store.fail(&[exhaust], &strict, at(1)).await.unwrap()[0].outcome, Failure::Failed { exhausted: true });
     assert_eq!(complete_one(&store, done, 1, at(1)).await, Completion::Accepted);
 
@@ -520,23 +424,15 @@ async fn resubmit_requeues_failed_jobs_with_a_fresh_budget<S: Store>(store: S) {
         Resubmission { job: done, spec: json!({}) },
         Resubmission { job: JobId(999_999), spec: json!({}) },
     ];
-    let outcomes: Vec<Resubmitted> =
-        store.resubmit(&requests, at(2)).await.unwrap().iter().map(|report| report.outcome).collect();
-    assert_eq!(
-        outcomes,
-        [Resubmitted::Requeued, Resubmitted::NotFailed { state: JobState::Succeeded }, Resubmitted::UnknownJob]
-    );
+    let outcomes: Vec<Resubmitted> = store.resubmit(&requests, at(2)).await.unwrap().iter().map(|report| report.outcome).collect();
+    assert_eq!(outcomes, [Resubmitted::Requeued, Resubmitted::NotFailed { state: JobState::Succeeded }, Resubmitted::UnknownJob]);
     assert_eq!(counts(&store, run).await, state_counts(1, 0, 1, 0, 0));
 
     let again = lease(&store, "w2", 1, at(3)).await;
     assert_eq!((again[0].job, again[0].attempt), (failed, Attempt(2)), "the fencing token keeps growing");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&again[0].spec).unwrap(), fixed_spec);
-    assert_eq!(
-        complete_one(&store, failed, 1, at(4)).await,
-        Completion::Stale(Stale::Superseded { current: Attempt(2) })
-    );
-    let retry =
-        FailureRequest { job: failed, attempt: Attempt(2), class: FailureClass::Retryable, message: "oom".into() };
+    assert_eq!(complete_one(&store, failed, 1, at(4)).await, Completion::Stale(Stale::Superseded { current: Attempt(2) }));
+    let retry = FailureRequest { job: failed, attempt: Attempt(2), class: FailureClass::Retryable, message: "oom".into() };
     let two_tries = RetryPolicy::builder().max_attempts(2).backoff_base(Duration::from_secs(10)).build();
     assert_eq!(
         store.fail(&[retry], &two_tries, at(5)).await.unwrap()[0].outcome,
@@ -558,17 +454,8 @@ async fn cancel_stops_unfinished_jobs_and_fences_their_holders<S: Store>(store: 
     assert_eq!(status.shards[0].state, ShardState::Cancelled);
 
     assert!(lease(&store, "w1", 5, at(4)).await.is_empty());
-    assert_eq!(
-        complete_one(&store, leased[1].job, 1, at(4)).await,
-        Completion::Stale(Stale::NotLeased { state: JobState::Cancelled })
-    );
-    assert!(
-        store
-            .heartbeat("w1", &[JobAttempt { job: leased[1].job, attempt: Attempt(1) }], LEASE, at(4))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(complete_one(&store, leased[1].job, 1, at(4)).await, Completion::Stale(Stale::NotLeased { state: JobState::Cancelled }));
+    assert!(store.heartbeat("w1", &[JobAttempt { job: leased[1].job, attempt: Attempt(1) }], LEASE, at(4)).await.unwrap().is_empty());
     assert!(store.reap_expired(at(1000)).await.unwrap().is_empty());
     let error = store.resume_run(run, at(5)).await.unwrap_err();
     assert!(matches!(error, StoreError::RunCancelled { .. }), "{error:?}");
@@ -652,11 +539,8 @@ async fn succeeded_jobs_stream_in_output_path_order<S: Store>(store: S) {
         })
         .collect();
     store.complete(&requests, at(2)).await.unwrap();
-    let order: Vec<Option<String>> = succeeded(&store, run)
-        .await
-        .iter()
-        .map(|job| parsed(&job.result)["output"]["path"].as_str().map(str::to_string))
-        .collect();
+    let order: Vec<Option<String>> =
+        succeeded(&store, run).await.iter().map(|job| parsed(&job.result)["output"]["path"].as_str().map(str::to_string)).collect();
     let expected = [Some("test/Z.png"), Some("test/a.png"), Some("train/a.png"), Some("train/b.png"), None];
     assert_eq!(order, expected.map(|path| path.map(str::to_string)));
 }
@@ -690,7 +574,10 @@ async fn manifest_write_is_claimed_by_one_writer_per_set_of_counts<S: Store>(sto
     assert_eq!(store.claim_manifest(run, first, "a", at(60), at(0)).await.unwrap(), ManifestClaim::Claimed);
     // While a's claim is valid nobody else writes, not even for other counts.
     assert_eq!(store.claim_manifest(run, first, "b", at(60), at(1)).await.unwrap(), ManifestClaim::Busy { writer: "a".into(), until: at(60) });
-    assert_eq!(store.claim_manifest(run, ManifestCounts { succeeded: 1, failed: 1 }, "b", at(61), at(1)).await.unwrap(), ManifestClaim::Busy { writer: "a".into(), until: at(60) });
+    assert_eq!(
+        store.claim_manifest(run, ManifestCounts { succeeded: 1, failed: 1 }, "b", at(61), at(1)).await.unwrap(),
+        ManifestClaim::Busy { writer: "a".into(), until: at(60) }
+    );
     assert!(store.renew_manifest_claim(run, "a", at(90)).await.unwrap());
     assert!(!store.renew_manifest_claim(run, "b", at(90)).await.unwrap(), "b holds no claim");
     assert!(!store.end_manifest_claim(run, "b", Some(first)).await.unwrap());

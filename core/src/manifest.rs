@@ -2,8 +2,8 @@
 //! and `metadata.jsonl` rows that Hugging Face `datasets` (`imagefolder`) loads directly, carrying
 //! each image's keypoints from its label file.
 
-use crate::resolve::{JobParams, SceneChoice};
 use crate::prompt::PromptCategory;
+use crate::resolve::{JobParams, SceneChoice};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -266,7 +266,10 @@ mod tests {
         assert_eq!((summary.seconds_mean["onnxruntime"], summary.seconds_mean["render"]), (1.5, 2.0));
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["wall_seconds"], 2.5);
-        let old: Summary = serde_json::from_value(serde_json::json!({"run": "r", "outputs": 0, "failed": 0, "failures_by_class": {}, "shards": 0, "seconds_total": 0.0, "seconds_mean": {}})).unwrap();
+        let old: Summary = serde_json::from_value(
+            serde_json::json!({"run": "r", "outputs": 0, "failed": 0, "failures_by_class": {}, "shards": 0, "seconds_total": 0.0, "seconds_mean": {}}),
+        )
+        .unwrap();
         assert_eq!(old.wall_seconds, None, "a summary written before wall_seconds still reads");
     }
 

@@ -116,14 +116,24 @@ impl Plan {
     /// The plan as a person reads it.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "dry run of `{}`: would queue {} jobs in {} shards ({} left out by filters, {} unresolved); nothing was written", self.run, self.jobs, self.shards.len(), self.filtered_out, self.unresolved);
+        let _ = writeln!(
+            out,
+            "dry run of `{}`: would queue {} jobs in {} shards ({} left out by filters, {} unresolved); nothing was written",
+            self.run,
+            self.jobs,
+            self.shards.len(),
+            self.filtered_out,
+            self.unresolved
+        );
         let _ = writeln!(out, "prompt sets:");
         for (name, set) in &self.prompt_sets {
             let _ = writeln!(out, "  {name:<12} {:>7} jobs  e.g. {}", set.jobs, set.example_ids.join(", "));
         }
         let _ = writeln!(out, "parameters over all jobs:");
         let p = &self.params;
-        for (name, span) in [("steps", p.steps), ("t0", p.t0), ("denoise", p.denoise), ("cfg", p.cfg), ("ipa_weight", p.ipa_weight), ("ic_multiplier", p.ic_multiplier)] {
+        for (name, span) in
+            [("steps", p.steps), ("t0", p.t0), ("denoise", p.denoise), ("cfg", p.cfg), ("ipa_weight", p.ipa_weight), ("ic_multiplier", p.ic_multiplier)]
+        {
             match span {
                 Some([lo, hi]) if lo == hi => _ = writeln!(out, "  {name:<14} {lo}"),
                 Some([lo, hi]) => _ = writeln!(out, "  {name:<14} {lo:.4} … {hi:.4}"),

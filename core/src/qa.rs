@@ -206,12 +206,21 @@ pub fn describe(qa: &QaSummary) -> String {
         qa.failed
     );
     if qa.max_of_points.n > 0 {
-        out.push_str("
-qa drift px (n mean median p95 max):");
+        out.push_str(
+            "
+qa drift px (n mean median p95 max):",
+        );
         for name in DRIFT_POINTS {
             if let Some(s) = qa.points.get(name) {
-                out.push_str(&format!("
-  {name:<15} {:>5} {:>6} {:>6} {:>6} {:>6}", s.n, fmt(s.mean), fmt(s.median), fmt(s.p95), fmt(s.max)));
+                out.push_str(&format!(
+                    "
+  {name:<15} {:>5} {:>6} {:>6} {:>6} {:>6}",
+                    s.n,
+                    fmt(s.mean),
+                    fmt(s.median),
+                    fmt(s.p95),
+                    fmt(s.max)
+                ));
             }
         }
     }
@@ -313,7 +322,10 @@ mod tests {
         assert!(QaTotals::default().finish(0).is_none());
         let all_failed = QaTotals::default().finish(4).unwrap();
         assert_eq!((all_failed.checked, all_failed.failed), (0, 4));
-        assert!(describe(&all_failed).starts_with("qa: 0 passed (0 on the first try, 0 re-generated, 0 unmeasured: no measurable face in the source), 4 failed the gate"));
+        assert!(
+            describe(&all_failed)
+                .starts_with("qa: 0 passed (0 on the first try, 0 re-generated, 0 unmeasured: no measurable face in the source), 4 failed the gate")
+        );
         assert!(describe(&s).contains("\n  Philtrum            2    3.0    3.0    3.9    4.0"), "{}", describe(&s));
     }
 

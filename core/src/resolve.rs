@@ -245,11 +245,7 @@ pub fn is_image(path: &str) -> bool {
 pub fn resolve_run(spec: &RunSpec, files: &[String]) -> Result<Resolution, IdGrammarError> {
     let grammar = spec.grammar()?;
     let views = ViewFilter::parse(&spec.filters.views).unwrap_or_default();
-    let folders: Vec<String> = spec
-        .dataset
-        .as_ref()
-        .map(|d| d.images.iter().map(|f| format!("{}/", f.trim_end_matches('/'))).collect())
-        .unwrap_or_default();
+    let folders: Vec<String> = spec.dataset.as_ref().map(|d| d.images.iter().map(|f| format!("{}/", f.trim_end_matches('/'))).collect()).unwrap_or_default();
     let mut out = Resolution::default();
     let mut images: Vec<&String> = files.iter().filter(|f| is_image(f) && folders.iter().any(|d| f.starts_with(d.as_str()))).collect();
     images.sort();
@@ -375,7 +371,8 @@ mod tests {
     fn model_filter_and_variants() {
         let text = include_str!("../../examples/acusim.toml").replace("models = []", "models = [\"M_Asher_N_HD\"]").replace("variants = 1", "variants = 2");
         let spec = RunSpec::parse(&text, Path::new("x.toml")).unwrap();
-        let files: Vec<String> = ["M_Asher_N_HD_0003.png", "M_Asher_N_HD_0000.png", "F_Grace_N_HA_0003.png"].iter().map(|f| format!("test/image/img_512/{f}")).collect();
+        let files: Vec<String> =
+            ["M_Asher_N_HD_0003.png", "M_Asher_N_HD_0000.png", "F_Grace_N_HA_0003.png"].iter().map(|f| format!("test/image/img_512/{f}")).collect();
         let r = resolve_run(&spec, &files).unwrap();
         assert_eq!(r.jobs.len(), 2, "one image kept, two variants");
         assert_eq!(r.filtered_out, 2);

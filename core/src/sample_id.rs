@@ -7,8 +7,7 @@ use regex::Regex;
 use std::fmt;
 
 /// Regex for `M_Asher_N_HD_0017` (gender_name_size_hair_frame).
-pub const UNDERSCORE_PATTERN: &str =
-    r"^(?P<gender>[MF])_(?P<name>[A-Za-z][A-Za-z0-9-]*)_(?P<size>[FNS])_(?P<hair>[A-Za-z0-9]+)_(?P<frame>\d+)$";
+pub const UNDERSCORE_PATTERN: &str = r"^(?P<gender>[MF])_(?P<name>[A-Za-z][A-Za-z0-9-]*)_(?P<size>[FNS])_(?P<hair>[A-Za-z0-9]+)_(?P<frame>\d+)$";
 /// Regex for `F.Brisen.F.HA.C.0141` (gender.name.size.hair.eyes.frame).
 pub const DOTTED_PATTERN: &str =
     r"^(?P<gender>[MF])\.(?P<name>[A-Za-z][A-Za-z0-9-]*)\.(?P<size>[FNS])\.(?P<hair>[A-Za-z0-9]+)\.(?P<eyes>[OC])\.(?P<frame>\d+)$";
@@ -59,9 +58,13 @@ impl fmt::Display for SampleId {
 pub enum IdGrammarError {
     #[error("sample id pattern `{pattern}` is not a valid regex ({reason}); fix `sample_id.patterns` in the run spec")]
     BadRegex { pattern: String, reason: String },
-    #[error("sample id pattern `{pattern}` lacks the named group `{group}`; every pattern needs (?P<gender>…), (?P<name>…), (?P<size>…), (?P<hair>…) and (?P<frame>…)")]
+    #[error(
+        "sample id pattern `{pattern}` lacks the named group `{group}`; every pattern needs (?P<gender>…), (?P<name>…), (?P<size>…), (?P<hair>…) and (?P<frame>…)"
+    )]
     MissingGroup { pattern: String, group: &'static str },
-    #[error("sample id `{id}` matches none of the id patterns ({patterns}); rename the file or add a matching pattern under `sample_id.patterns` in the run spec")]
+    #[error(
+        "sample id `{id}` matches none of the id patterns ({patterns}); rename the file or add a matching pattern under `sample_id.patterns` in the run spec"
+    )]
     NoMatch { id: String, patterns: String },
     #[error("sample id `{id}`: {field} `{value}` is not valid ({expected}); rename the file or fix the id pattern in the run spec")]
     BadField { id: String, field: &'static str, value: String, expected: &'static str },
@@ -75,8 +78,7 @@ pub struct IdGrammar {
 
 impl Default for IdGrammar {
     fn default() -> Self {
-        Self::new(&[UNDERSCORE_PATTERN.to_string(), DOTTED_PATTERN.to_string()])
-            .expect("built-in id patterns are valid")
+        Self::new(&[UNDERSCORE_PATTERN.to_string(), DOTTED_PATTERN.to_string()]).expect("built-in id patterns are valid")
     }
 }
 
@@ -84,10 +86,8 @@ impl IdGrammar {
     pub fn new(patterns: &[String]) -> Result<Self, IdGrammarError> {
         let mut compiled = Vec::with_capacity(patterns.len());
         for pattern in patterns {
-            let regex = Regex::new(pattern).map_err(|e| IdGrammarError::BadRegex {
-                pattern: pattern.clone(),
-                reason: e.to_string().lines().last().unwrap_or("").trim().to_string(),
-            })?;
+            let regex = Regex::new(pattern)
+                .map_err(|e| IdGrammarError::BadRegex { pattern: pattern.clone(), reason: e.to_string().lines().last().unwrap_or("").trim().to_string() })?;
             let names: Vec<&str> = regex.capture_names().flatten().collect();
             if let Some(group) = REQUIRED_GROUPS.iter().find(|g| !names.contains(g)) {
                 return Err(IdGrammarError::MissingGroup { pattern: pattern.clone(), group });
@@ -105,14 +105,10 @@ impl IdGrammar {
             Some(dot) if is_image_extension(&base[dot + 1..]) => &base[..dot],
             _ => base,
         };
-        let caps = self
-            .patterns
-            .iter()
-            .find_map(|re| re.captures(stem))
-            .ok_or_else(|| IdGrammarError::NoMatch {
-                id: stem.to_string(),
-                patterns: self.patterns.iter().map(|r| format!("`{}`", r.as_str())).collect::<Vec<_>>().join(", "),
-            })?;
+        let caps = self.patterns.iter().find_map(|re| re.captures(stem)).ok_or_else(|| IdGrammarError::NoMatch {
+            id: stem.to_string(),
+            patterns: self.patterns.iter().map(|r| format!("`{}`", r.as_str())).collect::<Vec<_>>().join(", "),
+        })?;
         let field = |name: &str| caps.name(name).map(|m| m.as_str()).unwrap_or("");
         let bad = |field: &'static str, value: &str, expected: &'static str| IdGrammarError::BadField {
             id: stem.to_string(),

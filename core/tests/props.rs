@@ -15,9 +15,8 @@ fn config() -> Config {
 
 /// Ids the built-in spellings can carry: names and hair codes from their alphabets, any frame.
 fn sample_id() -> impl Strategy<Value = SampleId> {
-    (any::<bool>(), "[A-Za-z][A-Za-z0-9-]{0,11}", prop::sample::select(vec!['F', 'N', 'S']), "[A-Za-z0-9]{1,6}", any::<u32>()).prop_map(
-        |(male, name, size, hair, frame)| SampleId { gender: if male { Gender::Male } else { Gender::Female }, name, size, hair, eyes: None, frame },
-    )
+    (any::<bool>(), "[A-Za-z][A-Za-z0-9-]{0,11}", prop::sample::select(vec!['F', 'N', 'S']), "[A-Za-z0-9]{1,6}", any::<u32>())
+        .prop_map(|(male, name, size, hair, frame)| SampleId { gender: if male { Gender::Male } else { Gender::Female }, name, size, hair, eyes: None, frame })
 }
 
 fn letter(gender: Gender) -> char {

@@ -32,11 +32,41 @@ fn check_refusal(text: &str, path: &Path) -> Result<(), TestCaseError> {
 fn toml_value() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<i64>().prop_map(|n| n.to_string()),
-        prop::sample::select(vec!["0", "-1", "1", "4294967296", "1e400", "nan", "inf", "-0.0", "0.5", "1.0", "true", "[]", "{}", "[1, 2]", "[2, 1]", "[0.9, 0.1]", "[\"a\", 1]", "1979-05-27T07:32:00Z"])
-            .prop_map(String::from),
+        prop::sample::select(vec![
+            "0",
+            "-1",
+            "1",
+            "4294967296",
+            "1e400",
+            "nan",
+            "inf",
+            "-0.0",
+            "0.5",
+            "1.0",
+            "true",
+            "[]",
+            "{}",
+            "[1, 2]",
+            "[2, 1]",
+            "[0.9, 0.1]",
+            "[\"a\", 1]",
+            "1979-05-27T07:32:00Z"
+        ])
+        .prop_map(String::from),
         "\"[ -~]{0,12}\"",
         "\\[(-?[0-9]{1,3}(\\.[0-9])?, ?){0,3}\\]",
-        prop::sample::select(vec!["\"dpmpp2m\"", "\"\"", "\"a/b\"", "\"..\"", "\"x y\"", "\"1-4000000000\"", "\"0-4294967295,7\"", "\"(\"", "\"(?P<gender>[MF])\""]).prop_map(String::from),
+        prop::sample::select(vec![
+            "\"dpmpp2m\"",
+            "\"\"",
+            "\"a/b\"",
+            "\"..\"",
+            "\"x y\"",
+            "\"1-4000000000\"",
+            "\"0-4294967295,7\"",
+            "\"(\"",
+            "\"(?P<gender>[MF])\""
+        ])
+        .prop_map(String::from),
     ]
 }
 
@@ -53,7 +83,22 @@ enum Edit {
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
-    let key = prop::sample::select(vec!["name", "seed", "steps", "t0", "denoise", "cfg", "views", "patterns", "variants", "max_attempts", "max_lost", "sampler", "unknown_key", "[qa]"]);
+    let key = prop::sample::select(vec![
+        "name",
+        "seed",
+        "steps",
+        "t0",
+        "denoise",
+        "cfg",
+        "views",
+        "patterns",
+        "variants",
+        "max_attempts",
+        "max_lost",
+        "sampler",
+        "unknown_key",
+        "[qa]",
+    ]);
     prop_oneof![
         any::<prop::sample::Index>().prop_map(Edit::Drop),
         any::<prop::sample::Index>().prop_map(Edit::Double),

@@ -33,7 +33,9 @@ pub enum StorageError {
     NotFound { root: String, path: String },
     #[error("storage error at {root}/{path}: {reason}")]
     Io { root: String, path: String, reason: String },
-    #[error("refusing to clean the staging objects of run `{run}` in {root}: a run name is one non-empty path segment (no `/`, not `.` or `..`), so rename the run")]
+    #[error(
+        "refusing to clean the staging objects of run `{run}` in {root}: a run name is one non-empty path segment (no `/`, not `.` or `..`), so rename the run"
+    )]
     BadRunName { root: String, run: String },
 }
 
@@ -288,7 +290,11 @@ impl Storage {
         };
         if let Some(dir) = self.local_path(&under)? {
             let removed = tokio::task::spawn_blocking(move || remove_tree(&dir)).await;
-            return removed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io { root: self.url.clone(), path: under, reason });
+            return removed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io {
+                root: self.url.clone(),
+                path: under,
+                reason,
+            });
         }
         let key = self.key(&under)?;
         let metas: Vec<_> = self.store.list(Some(&key)).try_collect().await.map_err(|e| self.io(&under, e))?;
@@ -306,7 +312,11 @@ impl Storage {
     pub async fn staging_count(&self) -> Result<usize, StorageError> {
         if let Some(dir) = self.local_path(STAGING)? {
             let counted = tokio::task::spawn_blocking(move || files_under(&dir)).await;
-            return counted.map_err(|e| e.to_string()).and_then(|r| r.map(|files| files.len()).map_err(|e| e.to_string())).map_err(|reason| StorageError::Io { root: self.url.clone(), path: STAGING.into(), reason });
+            return counted.map_err(|e| e.to_string()).and_then(|r| r.map(|files| files.len()).map_err(|e| e.to_string())).map_err(|reason| StorageError::Io {
+                root: self.url.clone(),
+                path: STAGING.into(),
+                reason,
+            });
         }
         let key = self.key(STAGING)?;
         let metas: Vec<_> = self.store.list(Some(&key)).try_collect().await.map_err(|e| self.io(STAGING, e))?;
@@ -331,7 +341,11 @@ impl Storage {
             return self.put(rel_to, bytes).await;
         };
         let written = tokio::task::spawn_blocking(move || local_put_via(&temp_base, &to, &bytes)).await;
-        written.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io { root: self.url.clone(), path: rel_to.to_string(), reason })
+        written.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io {
+            root: self.url.clone(),
+            path: rel_to.to_string(),
+            reason,
+        })
     }
 
     /// Removes the temporary `#N` files object_store left beside `rel` (uploads of it cut short
@@ -341,7 +355,11 @@ impl Storage {
     pub async fn remove_temporaries(&self, rel: &str) -> Result<usize, StorageError> {
         let Some(path) = self.local_path(rel)? else { return Ok(0) };
         let removed = tokio::task::spawn_blocking(move || remove_temporaries_of(&path)).await;
-        removed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io { root: self.url.clone(), path: rel.to_string(), reason })
+        removed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())).map_err(|reason| StorageError::Io {
+            root: self.url.clone(),
+            path: rel.to_string(),
+            reason,
+        })
     }
 
     /// The filesystem path of `rel` on a local root; `None` on S3.
@@ -493,7 +511,13 @@ fn local_commit(paths: Vec<Result<(std::path::PathBuf, std::path::PathBuf), Stor
                 }
                 Ok(())
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => if to.exists() { Ok(()) } else { Err(LocalFailure::NotFound) },
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if to.exists() {
+                    Ok(())
+                } else {
+                    Err(LocalFailure::NotFound)
+                }
+            }
             Err(e) => Err(LocalFailure::Io(e.to_string())),
         };
         outcomes.push(outcome);

@@ -12,10 +12,7 @@ async fn scenario(input: &Storage, output: &Storage) {
     input.put("map.txt", Bytes::from_static(b"LI17\nLI18\n")).await.unwrap();
     input.put("train/image/img_512/M_Asher_N_HD_0001.png", Bytes::from_static(b"png-bytes")).await.unwrap();
     input.put("train/label/label/M_Asher_N_HD_0001.json", Bytes::from_static(b"{\"label\":[]}")).await.unwrap();
-    assert_eq!(
-        input.list("").await.unwrap(),
-        vec!["map.txt", "train/image/img_512/M_Asher_N_HD_0001.png", "train/label/label/M_Asher_N_HD_0001.json"]
-    );
+    assert_eq!(input.list("").await.unwrap(), vec!["map.txt", "train/image/img_512/M_Asher_N_HD_0001.png", "train/label/label/M_Asher_N_HD_0001.json"]);
     assert_eq!(input.list("train/image").await.unwrap(), vec!["train/image/img_512/M_Asher_N_HD_0001.png"]);
 
     // Stage, then commit to the final key; the staging object is gone afterwards.

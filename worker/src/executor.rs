@@ -99,12 +99,7 @@ impl SceneCache {
 pub fn sampler_params(job: &JobSpec) -> Result<SamplerParams, JobError> {
     let p = &job.params;
     let partial = Partial::from_options(p.t0, p.denoise);
-    Ok(SamplerParams {
-        sampler: p.sampler,
-        scheduler: p.scheduler,
-        steps: p.steps,
-        partial,
-    })
+    Ok(SamplerParams { sampler: p.sampler, scheduler: p.scheduler, steps: p.steps, partial })
 }
 
 /// Downloads and decodes what one job needs; a broken label fails the job here, before rendering.
@@ -202,7 +197,13 @@ fn face_error(e: FaceError) -> PipelineError {
 /// The QA gate of one job (DESIGN §8): measures `image` against the source; while it fails and
 /// re-generations remain, renders the job again with the next `qa_try` seed and draws, replacing
 /// `image`. Returns every check, or the `qa` failure naming each try's reason.
-fn gate(pipeline: &mut Pipeline, job: &JobSpec, fetched: &Fetched, plan: &QaPlan, image: &mut image::RgbImage) -> Result<Result<Vec<QaRecord>, JobError>, PipelineError> {
+fn gate(
+    pipeline: &mut Pipeline,
+    job: &JobSpec,
+    fetched: &Fetched,
+    plan: &QaPlan,
+    image: &mut image::RgbImage,
+) -> Result<Result<Vec<QaRecord>, JobError>, PipelineError> {
     let source = &fetched.source.rgb;
     let mesh = pipeline.face_mesh().map_err(face_error)?;
     let face = SourceFace::new(&mesh.run(source).map_err(face_error)?, source.width(), source.height());
@@ -233,7 +234,12 @@ fn gate(pipeline: &mut Pipeline, job: &JobSpec, fetched: &Fetched, plan: &QaPlan
     let tries: Vec<String> = records.iter().map(|r| format!("try {} (seed {}): {}", r.qa_try, r.seed, r.reason.as_deref().unwrap_or("failed"))).collect();
     Ok(Err(JobError {
         class: FailureClass::Qa,
-        message: format!("{} failed the landmark-drift QA gate on all {} tries: {}; loosen the [qa] limits or raise max_retries and resubmit with the new spec", job.output, records.len(), tries.join("; ")),
+        message: format!(
+            "{} failed the landmark-drift QA gate on all {} tries: {}; loosen the [qa] limits or raise max_retries and resubmit with the new spec",
+            job.output,
+            records.len(),
+            tries.join("; ")
+        ),
     }))
 }
 
@@ -244,9 +250,18 @@ fn render_plain(pipeline: &mut Pipeline, params: &SamplerParams, jobs: &[(&JobSp
 }
 
 /// Encodes one rendered image like its source and uploads it to `staging_key` in `output`.
-pub async fn stage(job: &JobSpec, fetched: &Fetched, image: &image::RgbImage, timing: RenderTiming, qa: Checked, staging_key: &str, output: &Storage) -> Result<Staged, JobError> {
+pub async fn stage(
+    job: &JobSpec,
+    fetched: &Fetched,
+    image: &image::RgbImage,
+    timing: RenderTiming,
+    qa: Checked,
+    staging_key: &str,
+    output: &Storage,
+) -> Result<Staged, JobError> {
     let upload_started = Instant::now();
-    let bytes = image_io::encode_like(image, &fetched.source).map_err(|e| JobError { class: FailureClass::Retryable, message: format!("cannot encode {}: {e}", job.output) })?;
+    let bytes = image_io::encode_like(image, &fetched.source)
+        .map_err(|e| JobError { class: FailureClass::Retryable, message: format!("cannot encode {}: {e}", job.output) })?;
     let sha256 = sha256_bytes(&bytes);
     output.put(staging_key, Bytes::from(bytes)).await?;
     let mut timings = BTreeMap::from([

@@ -32,7 +32,8 @@ fn written(shape: &[usize], data: &[f32], order: &[usize], space: &str, trailing
         _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(&format!(",{space}"))),
     };
     let entries = [format!("'descr':{space}'<f4'"), format!("'fortran_order':{space}False"), format!("'shape':{space}{dims}")];
-    let mut header = format!("{{{}{}}}", order.iter().map(|&i| entries[i].clone()).collect::<Vec<_>>().join(&format!(",{space}")), if trailing { ", " } else { "" });
+    let mut header =
+        format!("{{{}{}}}", order.iter().map(|&i| entries[i].clone()).collect::<Vec<_>>().join(&format!(",{space}")), if trailing { ", " } else { "" });
     let prefix = if version == 1 { 10 } else { 12 };
     while (prefix + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -120,9 +121,50 @@ fn prompt() -> impl Strategy<Value = String> {
         "[a-zA-Z]{1,8}",
         "[0-9]{1,4}",
         prop::sample::select(vec![
-            " ", "  ", "\t", "\n", "\r\n", "\u{a0}", "\u{3000}", "\u{2028}", "\u{200b}", "\u{200d}", "\u{feff}", "\u{0}", "\u{7}", "\u{fffd}",
-            "e\u{301}", "é", "ñ", "Å", "ß", "İ", "Σ", "ſ", "猫", "東京", "\u{f900}", "한", "カ", "🐱", "👍🏽", "🇯🇵", "❤\u{fe0f}", "'s", "'T", "’", "!!",
-            ",", "(", ":1.2)", "<|endoftext|>", "<|startoftext|>", "<|", "|>", "\u{e000}", "\u{378}",
+            " ",
+            "  ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\u{a0}",
+            "\u{3000}",
+            "\u{2028}",
+            "\u{200b}",
+            "\u{200d}",
+            "\u{feff}",
+            "\u{0}",
+            "\u{7}",
+            "\u{fffd}",
+            "e\u{301}",
+            "é",
+            "ñ",
+            "Å",
+            "ß",
+            "İ",
+            "Σ",
+            "ſ",
+            "猫",
+            "東京",
+            "\u{f900}",
+            "한",
+            "カ",
+            "🐱",
+            "👍🏽",
+            "🇯🇵",
+            "❤\u{fe0f}",
+            "'s",
+            "'T",
+            "’",
+            "!!",
+            ",",
+            "(",
+            ":1.2)",
+            "<|endoftext|>",
+            "<|startoftext|>",
+            "<|",
+            "|>",
+            "\u{e000}",
+            "\u{378}",
         ])
         .prop_map(String::from),
         "\\PC{1,3}",

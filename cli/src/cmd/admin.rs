@@ -4,8 +4,8 @@
 
 use acufarm_proto::admin_client::AdminClient;
 use acufarm_proto::v1 as pb;
-use acufarm_worker::pipeline::bundle::Bundle;
 use acufarm_worker::agent::{Auth, Token, error_chain, parse_endpoints, tls_failure};
+use acufarm_worker::pipeline::bundle::Bundle;
 use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -145,7 +145,8 @@ fn spec_files(spec_path: &Path, spec: &acufarm_core::RunSpec) -> anyhow::Result<
         .into_iter()
         .map(|name| {
             let path = dir.join(&name);
-            let content = std::fs::read(&path).with_context(|| format!("cannot read {} named in {}; put it beside the spec or fix the path", path.display(), spec_path.display()))?;
+            let content = std::fs::read(&path)
+                .with_context(|| format!("cannot read {} named in {}; put it beside the spec or fix the path", path.display(), spec_path.display()))?;
             Ok(pb::SpecFile { path: name, content })
         })
         .collect()
@@ -163,7 +164,11 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     if let Some(want) = spec.run.bundle
         && want != bundle.manifest.name
     {
-        bail!("run spec wants bundle `{want}` but {} holds `{}`; pass --bundle the matching directory or change `run.bundle`", args.bundle.display(), bundle.manifest.name);
+        bail!(
+            "run spec wants bundle `{want}` but {} holds `{}`; pass --bundle the matching directory or change `run.bundle`",
+            args.bundle.display(),
+            bundle.manifest.name
+        );
     }
     runtime()?.block_on(async {
         let mut client = connect(&args.connection).await?;
@@ -344,7 +349,10 @@ pub fn resubmit(args: ResubmitArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", json!({"run": args.run, "requeued": answer.requeued, "unresolved": answer.unresolved}));
         } else {
-            println!("requeued {} failed jobs of run {} ({} still do not resolve and will fail again with the reason)", answer.requeued, args.run, answer.unresolved);
+            println!(
+                "requeued {} failed jobs of run {} ({} still do not resolve and will fail again with the reason)",
+                answer.requeued, args.run, answer.unresolved
+            );
         }
         Ok(())
     })

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-
 #[derive(clap::Args)]
 pub struct Args {
     /// Bundle directory (holding bundle.toml), e.g. models/tiny/fc.

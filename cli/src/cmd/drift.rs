@@ -152,7 +152,8 @@ fn pair_by_manifest(path: &Path) -> anyhow::Result<Vec<Pair>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}; pass a run's {}", path.display(), manifest::MANIFEST))?;
     let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let row: ManifestRow = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{} line {} is not a manifest row ({e}); pass an acufarm manifest.jsonl", path.display(), i + 1))?;
+        let row: ManifestRow = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{} line {} is not a manifest row ({e}); pass an acufarm manifest.jsonl", path.display(), i + 1))?;
         pairs.push(Pair { original: row.source.path, augmented: row.output.path });
     }
     if pairs.is_empty() {
@@ -333,7 +334,8 @@ fn markdown(report: &Report<'_>) -> String {
 }
 
 fn write_csv(path: &Path, pairs: &[Pair], measured: &[Measured]) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot write {}; check that --out is writable", path.display()))?);
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot write {}; check that --out is writable", path.display()))?);
     writeln!(out, "original,augmented,status,reason,side,point,x_original,y_original,x_augmented,y_augmented,drift_px,drift_per_iod")?;
     let num = |v: Option<f32>| v.map_or(String::new(), |v| format!("{v:.3}"));
     let quote = |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };

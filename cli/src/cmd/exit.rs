@@ -55,7 +55,10 @@ mod tests {
     fn the_cause_chain_is_printed_once_each() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
         let err = Err::<(), _>(io).context("cannot read run spec x.toml; check the path").context("submit failed").unwrap_err();
-        assert_eq!(report(&err), "error: submit failed\n  caused by: cannot read run spec x.toml; check the path\n  caused by: No such file or directory (os error 2)");
+        assert_eq!(
+            report(&err),
+            "error: submit failed\n  caused by: cannot read run spec x.toml; check the path\n  caused by: No such file or directory (os error 2)"
+        );
         assert_eq!(code(&err), ERROR);
         let repeated = anyhow::anyhow!("outer: inner").context("outer: inner");
         assert_eq!(report(&repeated), "error: outer: inner");

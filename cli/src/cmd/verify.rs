@@ -41,12 +41,15 @@ impl std::fmt::Display for Problem {
 }
 
 fn read_rows(path: &Path) -> anyhow::Result<Vec<(usize, ManifestRow)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}; pass the output root of a run, which holds {}", path.display(), manifest::MANIFEST))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}; pass the output root of a run, which holds {}", path.display(), manifest::MANIFEST))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            serde_json::from_str(line).map(|row| (i + 1, row)).map_err(|e| anyhow::anyhow!("{} line {} is not a manifest row ({e}); the manifest is damaged, so rewrite it from the coordinator", path.display(), i + 1))
+            serde_json::from_str(line).map(|row| (i + 1, row)).map_err(|e| {
+                anyhow::anyhow!("{} line {} is not a manifest row ({e}); the manifest is damaged, so rewrite it from the coordinator", path.display(), i + 1)
+            })
         })
         .collect()
 }
@@ -74,7 +77,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let path = args.output.join(&file.path);
             match manifest::sha256_file(&path) {
                 Err(_) => problems.push(Problem::Missing { path: file.path.clone(), line: *line }),
-                Ok(actual) if actual != file.sha256 => problems.push(Problem::Changed { path: file.path.clone(), line: *line, expected: file.sha256.clone(), actual }),
+                Ok(actual) if actual != file.sha256 => {
+                    problems.push(Problem::Changed { path: file.path.clone(), line: *line, expected: file.sha256.clone(), actual })
+                }
                 Ok(_) => {}
             }
         }

@@ -85,7 +85,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 async fn run_async(args: Args) -> anyhow::Result<()> {
     let spec_text = std::fs::read_to_string(&args.spec).with_context(|| format!("cannot read run spec {}; check the path", args.spec.display()))?;
     let spec = RunSpec::parse(&spec_text, &args.spec)?;
-    let dataset = spec.dataset.clone().ok_or_else(|| anyhow!("run spec {} has no [dataset] section; add input, output and images (see examples/acusim.toml)", args.spec.display()))?;
+    let dataset = spec
+        .dataset
+        .clone()
+        .ok_or_else(|| anyhow!("run spec {} has no [dataset] section; add input, output and images (see examples/acusim.toml)", args.spec.display()))?;
     let spec_dir = args.spec.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let input = Storage::open(&dataset.input)?;
     if args.dry_run {
@@ -115,7 +118,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     if let Some(want) = &spec.run.bundle
         && want != &bundle.manifest.name
     {
-        bail!("run spec wants bundle `{want}` but {} holds `{}`; pass --bundle the matching directory or change `run.bundle`", args.bundle.display(), bundle.manifest.name);
+        bail!(
+            "run spec wants bundle `{want}` but {} holds `{}`; pass --bundle the matching directory or change `run.bundle`",
+            args.bundle.display(),
+            bundle.manifest.name
+        );
     }
     let bundle_ref = BundleRef { name: bundle.manifest.name.clone(), sha256: bundle.sha256.clone() };
 
@@ -150,7 +157,18 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     if status.counts.succeeded > 0 {
         progress.note(&format!("resuming {}: {} of {} jobs already done", spec.run.name, status.counts.succeeded, status.counts.total()));
     }
-    let shared = Shared { store: store.clone(), input, output: output.clone(), scenes, run_name: spec.run.name.clone(), run_id, bundle: bundle_ref, execution_provider: args.ep.clone(), policy: retry_policy(&spec), progress: progress.clone() };
+    let shared = Shared {
+        store: store.clone(),
+        input,
+        output: output.clone(),
+        scenes,
+        run_name: spec.run.name.clone(),
+        run_id,
+        bundle: bundle_ref,
+        execution_provider: args.ep.clone(),
+        policy: retry_policy(&spec),
+        progress: progress.clone(),
+    };
     let ticker = progress.clone().start();
     let mut threads = Vec::new();
     for (i, pipeline) in pipelines.into_iter().enumerate() {
@@ -185,7 +203,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     if args.json {
         let c = &status.counts;
         let qa = summary.qa.as_ref().map(serde_json::to_value).transpose()?;
-        println!("{}", serde_json::json!({"run": spec.run.name, "succeeded": c.succeeded, "failed": c.failed, "manifest_rows": summary.outputs, "output": dataset.output, "qa": qa}));
+        println!(
+            "{}",
+            serde_json::json!({"run": spec.run.name, "succeeded": c.succeeded, "failed": c.failed, "manifest_rows": summary.outputs, "output": dataset.output, "qa": qa})
+        );
     }
     if status.counts.failed > 0 {
         bail!(
@@ -203,7 +224,12 @@ async fn resolve_files(spec: &RunSpec, input: &Storage) -> anyhow::Result<resolv
     let files = input.list("").await?;
     let resolution = resolve::resolve_run(spec, &files)?;
     if resolution.jobs.is_empty() && resolution.rejected.is_empty() {
-        bail!("no images found under {} in {} (after filters: {} left out); check `dataset.images` and `[filters]`", dataset.images.join(", "), dataset.input, resolution.filtered_out);
+        bail!(
+            "no images found under {} in {} (after filters: {} left out); check `dataset.images` and `[filters]`",
+            dataset.images.join(", "),
+            dataset.input,
+            resolution.filtered_out
+        );
     }
     Ok(resolution)
 }
@@ -215,7 +241,13 @@ async fn worker_loop(shared: Shared, mut pipeline: Pipeline, worker: String, bat
     loop {
         let leased = shared
             .store
-            .lease(&LeaseRequest { worker_id: worker.clone(), bundle_sha256: shared.bundle.sha256.clone(), max_jobs: batch, lease_duration: LEASE, now: Utc::now() })
+            .lease(&LeaseRequest {
+                worker_id: worker.clone(),
+                bundle_sha256: shared.bundle.sha256.clone(),
+                max_jobs: batch,
+                lease_duration: LEASE,
+                now: Utc::now(),
+            })
             .await?;
         if leased.is_empty() {
             let status = shared.store.run_status(shared.run_id).await?;
@@ -310,7 +342,9 @@ async fn commit(
     staged: executor::Staged,
     worker: &str,
 ) -> Result<ManifestRow, executor::JobError> {
-    let staged = StagedOutput { staging_key: staged.staging_key, sha256: staged.sha256, source_sha256: staged.source_sha256, timings: staged.timings, qa: staged.qa };
-    let producer = Producer { run: &shared.run_name, bundle: shared.bundle.clone(), worker, execution_provider: &shared.execution_provider, attempt: lease.attempt.0 };
+    let staged =
+        StagedOutput { staging_key: staged.staging_key, sha256: staged.sha256, source_sha256: staged.source_sha256, timings: staged.timings, qa: staged.qa };
+    let producer =
+        Producer { run: &shared.run_name, bundle: shared.bundle.clone(), worker, execution_provider: &shared.execution_provider, attempt: lease.attempt.0 };
     Ok(runs::commit_output(&shared.input, &shared.output, job, &staged, producer).await?)
 }

@@ -38,7 +38,9 @@ impl Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("[{bar:30}] {pos}/{len} jobs ({msg}), {per_sec}, ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+                ProgressStyle::with_template("[{bar:30}] {pos}/{len} jobs ({msg}), {per_sec}, ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             bar.set_position(initial);
             bar.reset_eta();

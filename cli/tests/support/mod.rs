@@ -195,9 +195,7 @@ impl Farm {
     /// Starts `acufarm worker` without waiting for it; the caller owns the process.
     pub fn spawn_worker(&self, name: &str, bundle_name: &str, batch: u32, token: &str) -> Proc {
         let mut cmd = self.command(&["worker", "--coordinator", &self.url(), "--bundle"]);
-        cmd.arg(bundle(bundle_name))
-            .args(["--batch", &batch.to_string(), "--name", name, "--threads", "1"])
-            .env("ACUFARM_TOKEN", token);
+        cmd.arg(bundle(bundle_name)).args(["--batch", &batch.to_string(), "--name", name, "--threads", "1"]).env("ACUFARM_TOKEN", token);
         Proc::spawn(name, cmd, self.log_dir())
     }
 
@@ -383,11 +381,7 @@ impl Drop for Farm {
 
 /// The entry for `run` in a `status --json` answer.
 pub fn run_entry(all: &Value, run: &str) -> Result<Value, String> {
-    all["runs"]
-        .as_array()
-        .and_then(|runs| runs.iter().find(|r| r["name"] == run))
-        .cloned()
-        .ok_or_else(|| format!("status has no run {run}: {all}"))
+    all["runs"].as_array().and_then(|runs| runs.iter().find(|r| r["name"] == run)).cloned().ok_or_else(|| format!("status has no run {run}: {all}"))
 }
 
 pub fn count(status: &Value, key: &str) -> u64 {
@@ -460,7 +454,8 @@ pub fn check_finished_run(farm: &Farm, data: &Dataset, run: &str, status: &Value
 /// `_acufarm/`): debris of a fault, object_store's temporary `key#N` files included (they are
 /// plain files on disk, though its listings hide them).
 pub fn unlisted_files(out: &Path, rows: &[Value]) -> Vec<String> {
-    let mut listed: BTreeSet<String> = ["manifest.jsonl", "manifest.summary.json", "map.txt", "train/metadata.jsonl", "test/metadata.jsonl"].map(String::from).into();
+    let mut listed: BTreeSet<String> =
+        ["manifest.jsonl", "manifest.summary.json", "map.txt", "train/metadata.jsonl", "test/metadata.jsonl"].map(String::from).into();
     for row in rows {
         for file in [&row["output"], &row["annotation"]] {
             if let Some(path) = file["path"].as_str() {

@@ -118,7 +118,12 @@ impl Proc {
             while Instant::now() < frozen && !stopped(pid) {
                 std::thread::yield_now();
             }
-            let hit = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).find(|path| open(path));
+            let hit = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .find(|path| open(path));
             if hit.is_some() {
                 self.kill9();
                 return hit;

@@ -1,13 +1,13 @@
 //! The `Admin` gRPC calls the CLI makes: submit, status, resubmit, cancel, pause, resume and
 //! write-manifest.
 
-use super::{Coordinator, store_status, storage_status, unix_ms};
+use super::finish::Written;
+use super::{Coordinator, storage_status, store_status, unix_ms};
+use crate::StoreError;
 use crate::events::Event;
 use crate::runs;
-use crate::store::{JobFilter, RunInfo, Store};
-use super::finish::Written;
-use crate::StoreError;
 use crate::store::ManifestCounts;
+use crate::store::{JobFilter, RunInfo, Store};
 use acufarm_core::{FailureClass, JobState, RunSpec, resolve};
 use acufarm_proto::admin_server::Admin;
 use acufarm_proto::v1 as pb;
@@ -27,9 +27,7 @@ fn parse_spec(text: &str, path: &str) -> Result<RunSpec, Status> {
     let shown = if path.is_empty() { "<submitted spec>" } else { path };
     let spec = RunSpec::parse(text, Path::new(shown)).map_err(|e| Status::invalid_argument(e.to_string()))?;
     if spec.dataset.is_none() {
-        return Err(Status::invalid_argument(format!(
-            "run spec {shown} has no [dataset] section; add input, output and images (see examples/acusim.toml)"
-        )));
+        return Err(Status::invalid_argument(format!("run spec {shown} has no [dataset] section; add input, output and images (see examples/acusim.toml)")));
     }
     Ok(spec)
 }
@@ -41,7 +39,9 @@ async fn ship_files(spec: &RunSpec, files: &[pb::SpecFile], output: &Storage, sp
     // The spec's checks refused any name that is not a plain relative path.
     for name in spec.shipped_files() {
         let file = sent.get(name.as_str()).ok_or_else(|| {
-            Status::invalid_argument(format!("{spec_path} names `{name}`, but it was not sent with the spec; put it beside the spec (paths are relative to it)"))
+            Status::invalid_argument(format!(
+                "{spec_path} names `{name}`, but it was not sent with the spec; put it beside the spec (paths are relative to it)"
+            ))
         })?;
         let staging = format!("{STAGING}/{}/shipped", spec.run.name);
         output.put_staged(&format!("{SHIPPED}/{}/{name}", spec.run.name), Bytes::from(file.content.clone()), &staging).await.map_err(storage_status)?;
@@ -58,7 +58,13 @@ impl<S: Store> AdminService<S> {
         if name.is_empty() {
             return Err(Status::invalid_argument("no run named; give the run name (see `acufarm status`)"));
         }
-        self.0.inner.store.find_run(name).await.map_err(store_status)?.ok_or_else(|| Status::not_found(format!("no run named `{name}`; list the runs with `acufarm status`")))
+        self.0
+            .inner
+            .store
+            .find_run(name)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no run named `{name}`; list the runs with `acufarm status`")))
     }
 
     async fn resolve(&self, spec: &RunSpec) -> Result<(Storage, resolve::Resolution), Status> {
@@ -72,10 +78,8 @@ impl<S: Store> AdminService<S> {
     async fn run_status(&self, info: &RunInfo, failures_limit: u32) -> Result<pb::RunStatus, Status> {
         let store = &self.0.inner.store;
         let status = store.run_status(info.id).await.map_err(store_status)?;
-        let failed = store
-            .run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: Some(failures_limit) })
-            .await
-            .map_err(store_status)?;
+        let failed =
+            store.run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: Some(failures_limit) }).await.map_err(store_status)?;
         let context = self.0.run_context(info.id).await.ok();
         let output_url = context.as_ref().map(|run| run.output_url.clone()).unwrap_or_default();
         // A finished run's QA summary, from the manifest summary the coordinator wrote.
@@ -95,7 +99,12 @@ impl<S: Store> AdminService<S> {
             shards: status
                 .shards
                 .iter()
-                .map(|shard| pb::ShardStatus { shard_id: shard.shard.0, key: shard.key.clone(), state: shard.state.to_string(), counts: Some(counts(&shard.counts)) })
+                .map(|shard| pb::ShardStatus {
+                    shard_id: shard.shard.0,
+                    key: shard.key.clone(),
+                    state: shard.state.to_string(),
+                    counts: Some(counts(&shard.counts)),
+                })
                 .collect(),
             failures: failed
                 .into_iter()
@@ -221,7 +230,9 @@ impl<S: Store> Admin for AdminService<S> {
     async fn resubmit(&self, request: Request<pb::ResubmitRequest>) -> Result<Response<pb::ResubmitResponse>, Status> {
         let request = request.into_inner();
         if !request.failed && request.shards.is_empty() {
-            return Err(Status::invalid_argument("say which jobs to resubmit: --failed for every failed job, or --shard KEY for the failed jobs of chosen shards"));
+            return Err(Status::invalid_argument(
+                "say which jobs to resubmit: --failed for every failed job, or --shard KEY for the failed jobs of chosen shards",
+            ));
         }
         let info = self.find(&request.run).await?;
         let store = &self.0.inner.store;
@@ -287,7 +298,11 @@ impl<S: Store> Admin for AdminService<S> {
             let status = self.0.inner.store.run_status(info.id).await.map_err(store_status)?;
             let finished = status.counts.queued == 0 && status.counts.leased == 0;
             let counts = ManifestCounts::of(&status.counts);
-            let written = self.0.write_manifest_once(info.id, &run, counts, finished).await.map_err(|e| if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) })?;
+            let written = self
+                .0
+                .write_manifest_once(info.id, &run, counts, finished)
+                .await
+                .map_err(|e| if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) })?;
             let rows = match written {
                 Written::Now(summary) => summary.outputs as u64,
                 Written::Current => counts.succeeded,
@@ -296,7 +311,11 @@ impl<S: Store> Admin for AdminService<S> {
                     continue;
                 }
                 Written::Busy => {
-                    return Err(Status::unavailable(format!("another coordinator kept writing the manifest of run {} for {} s; ask again later", info.name, 2 * super::finish::MANIFEST_CLAIM.as_secs())));
+                    return Err(Status::unavailable(format!(
+                        "another coordinator kept writing the manifest of run {} for {} s; ask again later",
+                        info.name,
+                        2 * super::finish::MANIFEST_CLAIM.as_secs()
+                    )));
                 }
             };
             return Ok(Response::new(pb::WriteManifestResponse { rows, output_url: run.output_url.clone() }));

@@ -7,9 +7,9 @@
 
 use super::Coordinator;
 use super::RunContext;
+use crate::StoreError;
 use crate::manifest::{self, Claim, ManifestError};
 use crate::store::{ManifestClaim, ManifestCounts, Store};
-use crate::StoreError;
 use acufarm_core::RunId;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,10 +80,17 @@ impl<S: Store> Coordinator<S> {
                 tracing::info!(run = %context.name, rows = summary.outputs, failed = counts.failed, "run finished; manifest written");
                 self.inner
                     .events
-                    .publish(&crate::events::Event::RunFinished { run_id: run.0, name: context.name.clone(), succeeded: counts.succeeded, failed: counts.failed })
+                    .publish(&crate::events::Event::RunFinished {
+                        run_id: run.0,
+                        name: context.name.clone(),
+                        succeeded: counts.succeeded,
+                        failed: counts.failed,
+                    })
                     .await;
             }
-            Written::Current => tracing::info!(run = %context.name, succeeded = counts.succeeded, failed = counts.failed, "manifest already written for these counts; not rewritten"),
+            Written::Current => {
+                tracing::info!(run = %context.name, succeeded = counts.succeeded, failed = counts.failed, "manifest already written for these counts; not rewritten")
+            }
             Written::Busy => {
                 // Another writer's claim: look again next pass, in case that writer dies.
                 self.touch(run);
@@ -145,9 +152,10 @@ impl<S: Store> Coordinator<S> {
     /// from the write, else read once from the output root (e.g. after a coordinator restart).
     pub(crate) async fn qa_summary(&self, run: RunId, counts: (u64, u64), output: &acufarm_storage::Storage) -> String {
         if let Some((at, json)) = self.inner.qa_summaries.lock().unwrap_or_else(|p| p.into_inner()).get(&run)
-            && *at == counts {
-                return json.clone();
-            }
+            && *at == counts
+        {
+            return json.clone();
+        }
         let Ok(bytes) = output.get(acufarm_core::manifest::SUMMARY).await else { return String::new() };
         let Ok(summary) = serde_json::from_slice::<acufarm_core::manifest::Summary>(&bytes) else { return String::new() };
         self.remember_qa(run, counts, &summary);

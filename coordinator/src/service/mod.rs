@@ -7,13 +7,13 @@ mod admin;
 mod finish;
 mod worker;
 
+use crate::StoreError;
 use crate::auth::{Role, Tokens};
 use crate::config::Config;
 use crate::events::Events;
-use crate::tls::{ConnInfo, FileWatch, ServerTls};
 use crate::retry::RetryPolicy;
 use crate::store::{RunInfo, Store};
-use crate::StoreError;
+use crate::tls::{ConnInfo, FileWatch, ServerTls};
 use acufarm_core::{RunId, RunSpec};
 use acufarm_proto::{AUTHORIZATION, admin_server::AdminServer, worker_server::WorkerServer};
 use acufarm_storage::{Storage, StorageError};
@@ -178,14 +178,10 @@ impl<S: Store> Coordinator<S> {
         let tls = self.inner.tls.clone();
         let mutual = tls.as_ref().is_some_and(|tls| tls.mutual());
         let guard = |role| Guard::new(self.inner.tokens.clone(), role, tls.is_some(), mutual);
-        let worker = InterceptedService::new(
-            WorkerServer::new(worker::WorkerService(self.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            guard(Role::Worker),
-        );
+        let worker =
+            InterceptedService::new(WorkerServer::new(worker::WorkerService(self.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES), guard(Role::Worker));
         let admin = InterceptedService::new(
-            AdminServer::new(admin::AdminService(self.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            AdminServer::new(admin::AdminService(self.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES),
             guard(Role::Operator),
         );
         if let Some(warning) = listener.local_addr().ok().and_then(|address| cleartext_warning(address, tls.is_some())) {

@@ -5,8 +5,8 @@
 use super::{Coordinator, MAX_LEASE, RunContext, store_status, unix_ms};
 use crate::events::{Event, Presence};
 use crate::runs::{self, Producer, StagedOutput};
-use crate::store::{CompletionRequest, FailureRequest, JobAttempt, JobRecord, LeaseRequest, Store};
 use crate::state::{Completion, Failure};
+use crate::store::{CompletionRequest, FailureRequest, JobAttempt, JobRecord, LeaseRequest, Store};
 use acufarm_core::manifest::BundleRef;
 use acufarm_core::{Attempt, FailureClass, JobId, JobSpec, JobState, RunId};
 use acufarm_proto::v1 as pb;
@@ -36,7 +36,9 @@ fn outcome(outcome: pb::Outcome, job: JobId, attempt: Attempt, detail: impl Into
 fn stale_detail(record: Option<&JobRecord>, attempt: Attempt, worker: &str) -> String {
     match record {
         None => "the job does not exist (its run was replaced or deleted)".into(),
-        Some(record) if record.attempt != attempt => format!("attempt {} is no longer current (the job is at attempt {}): its lease was lost", attempt.0, record.attempt.0),
+        Some(record) if record.attempt != attempt => {
+            format!("attempt {} is no longer current (the job is at attempt {}): its lease was lost", attempt.0, record.attempt.0)
+        }
         Some(record) if record.state == JobState::Cancelled => "the job was cancelled".into(),
         Some(record) if record.state != JobState::Leased => format!("the job is {}, not leased", record.state),
         Some(record) => format!("the job is leased by {}, not {worker}", record.leased_by.as_deref().unwrap_or("nobody")),
@@ -76,7 +78,11 @@ impl<S: Store> Worker for WorkerService<S> {
         if request.bundle_sha256.len() != 64 {
             return Err(Status::invalid_argument("the worker sent no bundle sha256; upgrade the worker to this coordinator's version"));
         }
-        let worker_id = if request.worker_id.is_empty() { new_worker_id(if request.name.is_empty() { "worker" } else { &request.name }) } else { request.worker_id.clone() };
+        let worker_id = if request.worker_id.is_empty() {
+            new_worker_id(if request.name.is_empty() { "worker" } else { &request.name })
+        } else {
+            request.worker_id.clone()
+        };
         let presence = Presence {
             worker_id: worker_id.clone(),
             name: request.name.clone(),
@@ -200,7 +206,11 @@ impl<S: Store> Worker for WorkerService<S> {
                 {
                     tracing::warn!("cannot delete stale staged output {}: {error}", completion.staging_key);
                 }
-                let (kind, detail) = if duplicate { (pb::Outcome::Duplicate, "already completed".to_string()) } else { (pb::Outcome::Stale, stale_detail(record, attempt, worker)) };
+                let (kind, detail) = if duplicate {
+                    (pb::Outcome::Duplicate, "already completed".to_string())
+                } else {
+                    (pb::Outcome::Stale, stale_detail(record, attempt, worker))
+                };
                 answers[index] = Some(outcome(kind, job, attempt, detail));
                 continue;
             };
@@ -208,7 +218,9 @@ impl<S: Store> Worker for WorkerService<S> {
             let expected_key = Storage::staging_key(&run.name, job.0, attempt.0);
             let refused = match serde_json::from_str::<JobSpec>(&record.spec) {
                 Err(error) => (FailureClass::Permanent, format!("the job spec cannot be read ({error}); resubmit the run")),
-                Ok(_) if completion.staging_key != expected_key => (FailureClass::Retryable, format!("the worker staged the output at {} instead of {expected_key}", completion.staging_key)),
+                Ok(_) if completion.staging_key != expected_key => {
+                    (FailureClass::Retryable, format!("the worker staged the output at {} instead of {expected_key}", completion.staging_key))
+                }
                 Ok(spec) => {
                     to_commit.entry(run.id).or_insert_with(|| (run.clone(), Vec::new())).1.push((index, spec));
                     continue;

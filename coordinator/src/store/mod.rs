@@ -353,19 +353,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<JobAttempt>>> + Send;
 
     /// Records a batch of completions in one transaction, one report per request, in order.
-    fn complete(
-        &self,
-        completions: &[CompletionRequest],
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<CompletionReport>>> + Send;
+    fn complete(&self, completions: &[CompletionRequest], now: DateTime<Utc>) -> impl Future<Output = Result<Vec<CompletionReport>>> + Send;
 
     /// Records a batch of failures in one transaction under `policy`, one report per request.
-    fn fail(
-        &self,
-        failures: &[FailureRequest],
-        policy: &RetryPolicy,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<FailureReport>>> + Send;
+    fn fail(&self, failures: &[FailureRequest], policy: &RetryPolicy, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<FailureReport>>> + Send;
 
     /// Takes back every lease that expired at or before `now`, of every run in one pass: back to
     /// queued (attempt untouched, `lost` + 1) or failed past the `max_lost` of the job's run.
@@ -374,11 +365,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn run_status(&self, run: RunId) -> impl Future<Output = Result<RunStatus>> + Send;
 
     /// Queues failed jobs again with a new spec and a fresh attempt budget, in one transaction.
-    fn resubmit(
-        &self,
-        jobs: &[Resubmission],
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<ResubmitReport>>> + Send;
+    fn resubmit(&self, jobs: &[Resubmission], now: DateTime<Utc>) -> impl Future<Output = Result<Vec<ResubmitReport>>> + Send;
 
     /// Cancels the run and every job of it not yet finished; later reports of those jobs are
     /// stale. Cancelling a cancelled run does nothing.
@@ -466,17 +453,7 @@ pub(crate) struct JobWrite<'a> {
 
 impl JobWrite<'_> {
     fn new(id: JobId, state: JobState, view: &JobView) -> Self {
-        Self {
-            id,
-            state,
-            lost: view.lost,
-            not_before: None,
-            result: None,
-            failure_class: None,
-            last_error: None,
-            attempt_base: None,
-            spec: None,
-        }
+        Self { id, state, lost: view.lost, not_before: None, result: None, failure_class: None, last_error: None, attempt_base: None, spec: None }
     }
 }
 
@@ -499,10 +476,7 @@ pub(crate) fn manifest_claim_from(
 
 /// Decides a batch of completions. A job completed twice in one batch is accepted once and then
 /// reported as a duplicate, as if the requests had come one by one.
-pub(crate) fn plan_complete<'a>(
-    views: &mut HashMap<JobId, JobView>,
-    requests: &'a [CompletionRequest],
-) -> (Vec<CompletionReport>, Vec<JobWrite<'a>>) {
+pub(crate) fn plan_complete<'a>(views: &mut HashMap<JobId, JobView>, requests: &'a [CompletionRequest]) -> (Vec<CompletionReport>, Vec<JobWrite<'a>>) {
     let mut reports = Vec::with_capacity(requests.len());
     let mut writes = Vec::new();
     for request in requests {
@@ -511,10 +485,7 @@ pub(crate) fn plan_complete<'a>(
             Some(view) => {
                 let outcome = state::complete(view, request.attempt);
                 if outcome == Completion::Accepted {
-                    writes.push(JobWrite {
-                        result: Some(request.result.as_str()),
-                        ..JobWrite::new(request.job, JobState::Succeeded, view)
-                    });
+                    writes.push(JobWrite { result: Some(request.result.as_str()), ..JobWrite::new(request.job, JobState::Succeeded, view) });
                     view.state = JobState::Succeeded;
                     view.holder = None;
                 }
@@ -579,10 +550,7 @@ pub(crate) fn plan_reap(expired: &[(JobId, JobView, u32)]) -> (Vec<ReapedJob>, V
             Expiry::Fail { lost } => JobWrite {
                 lost,
                 failure_class: Some(FailureClass::Retryable),
-                last_error: Some(format!(
-                    "lost its lease {lost} times, more than the {} allowed; the job may be crashing its workers",
-                    policy.max_lost
-                )),
+                last_error: Some(format!("lost its lease {lost} times, more than the {} allowed; the job may be crashing its workers", policy.max_lost)),
                 ..JobWrite::new(*id, JobState::Failed, view)
             },
         };
@@ -678,10 +646,7 @@ pub(crate) fn validate_new_run(run: &NewRun) -> Result<()> {
     let mut samples = std::collections::HashSet::new();
     for job in &run.jobs {
         if !shard_keys.contains(job.shard_key.as_str()) {
-            return Err(invalid(format!(
-                "job `{}` names shard `{}`, which the run does not have",
-                job.sample_id, job.shard_key
-            )));
+            return Err(invalid(format!("job `{}` names shard `{}`, which the run does not have", job.sample_id, job.shard_key)));
         }
         if !samples.insert(job.sample_id.as_str()) {
             return Err(invalid(format!("sample `{}` appears in two jobs", job.sample_id)));
@@ -715,11 +680,7 @@ mod tests {
             shards: shards.iter().map(|key| key.to_string()).collect(),
             jobs: jobs
                 .iter()
-                .map(|(shard, sample)| NewJob {
-                    shard_key: shard.to_string(),
-                    sample_id: sample.to_string(),
-                    spec: serde_json::json!({}),
-                })
+                .map(|(shard, sample)| NewJob { shard_key: shard.to_string(), sample_id: sample.to_string(), spec: serde_json::json!({}) })
                 .collect(),
         }
     }
@@ -759,13 +720,7 @@ mod tests {
 
     #[test]
     fn a_job_completed_twice_in_one_batch_is_accepted_then_duplicate() {
-        let view = JobView {
-            state: JobState::Leased,
-            attempt: Attempt(1),
-            attempt_base: Attempt(0),
-            lost: 0,
-            holder: Some("w".into()),
-        };
+        let view = JobView { state: JobState::Leased, attempt: Attempt(1), attempt_base: Attempt(0), lost: 0, holder: Some("w".into()) };
         let mut views = HashMap::from([(JobId(7), view)]);
         let request = CompletionRequest { job: JobId(7), attempt: Attempt(1), result: r#"{"k":1}"#.to_string() };
         let requests = [request.clone(), request];

@@ -3,15 +3,13 @@
 //! operations lock their rows in id order, decide with [`crate::state`] and write back with one
 //! `unnest` update.
 
+use super::{CompletionReport, CompletionRequest, FailureReport, FailureRequest, ReapedJob, Resubmission, ResubmitReport};
 use super::{
-    CompletionReport, CompletionRequest, FailureReport, FailureRequest, ReapedJob, Resubmission, ResubmitReport,
+    JobAttempt, JobFilter, JobRecord, JobWrite, LeaseRequest, LeasedJob, NewRun, Result, RunAction, RunInfo, RunState, RunStatus, Store, SucceededStream,
+    chrono_duration, column, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition, shard_statuses,
+    succeeded_from_row, validate_new_run,
 };
 use super::{ManifestClaim, ManifestCounts, manifest_claim_from};
-use super::{
-    JobAttempt, JobFilter, JobRecord, JobWrite, parse_failure_class, LeaseRequest, LeasedJob, NewRun, Result, RunAction, RunInfo, RunState, RunStatus, Store,
-    SucceededStream, succeeded_from_row, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
-    run_transition, shard_statuses, validate_new_run,
-};
 use crate::error::{StoreError, redact_url};
 use crate::retry::RetryPolicy;
 use crate::state::{JobView, StateCounts};
@@ -104,12 +102,7 @@ impl PgStore {
             .await
             .map_err(StoreError::db(OPERATION))?;
         if next == RunState::Cancelled {
-            sqlx::query(CANCEL_JOBS)
-                .bind(run.0)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db(OPERATION))?;
+            sqlx::query(CANCEL_JOBS).bind(run.0).bind(now).execute(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         }
         tx.commit().await.map_err(StoreError::db(OPERATION))
     }
@@ -167,22 +160,13 @@ fn view_from_row(row: &PgRow) -> Result<(JobId, JobView)> {
 }
 
 /// Locks the named jobs and returns what the state machine needs to know about them.
-async fn lock_jobs(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: Vec<i64>,
-    operation: &'static str,
-) -> Result<HashMap<JobId, JobView>> {
+async fn lock_jobs(tx: &mut Transaction<'_, Postgres>, ids: Vec<i64>, operation: &'static str) -> Result<HashMap<JobId, JobView>> {
     let rows = sqlx::query(LOCK_JOBS).bind(ids).fetch_all(&mut **tx).await.map_err(StoreError::db(operation))?;
     rows.iter().map(view_from_row).collect()
 }
 
 /// Writes a batch of decisions in one statement.
-async fn write_jobs(
-    tx: &mut Transaction<'_, Postgres>,
-    writes: &[JobWrite<'_>],
-    now: DateTime<Utc>,
-    operation: &'static str,
-) -> Result<()> {
+async fn write_jobs(tx: &mut Transaction<'_, Postgres>, writes: &[JobWrite<'_>], now: DateTime<Utc>, operation: &'static str) -> Result<()> {
     if writes.is_empty() {
         return Ok(());
     }
@@ -226,11 +210,7 @@ impl Store for PgStore {
                 return Err(StoreError::RunNameTaken { name: run.name.clone() });
             }
             tracing::info!(run_id = existing, name = %run.name, "replacing run (--force)");
-            sqlx::query("DELETE FROM runs WHERE id = $1")
-                .bind(existing)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db(OPERATION))?;
+            sqlx::query("DELETE FROM runs WHERE id = $1").bind(existing).execute(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         }
         let inserted = sqlx::query_scalar(
             "INSERT INTO runs (name, spec, priority, bundle_sha256, max_lost, created_at, updated_at) VALUES ($1, $2, $3, $4, $6, $5, $5) RETURNING id",
@@ -251,12 +231,7 @@ impl Store for PgStore {
             }
             Err(error) => return Err(StoreError::db(OPERATION)(error)),
         };
-        let shard_rows = sqlx::query(INSERT_SHARDS)
-            .bind(run_id)
-            .bind(&run.shards)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::db(OPERATION))?;
+        let shard_rows = sqlx::query(INSERT_SHARDS).bind(run_id).bind(&run.shards).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         let mut shard_ids = HashMap::with_capacity(shard_rows.len());
         for row in &shard_rows {
             shard_ids.insert(column::<_, String>(row, "key")?, column::<_, i64>(row, "id")?);
@@ -328,13 +303,7 @@ impl Store for PgStore {
         Ok(leased.into_iter().map(|(_, job)| job).collect())
     }
 
-    async fn heartbeat(
-        &self,
-        worker: &str,
-        held: &[JobAttempt],
-        lease_duration: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<JobAttempt>> {
+    async fn heartbeat(&self, worker: &str, held: &[JobAttempt], lease_duration: Duration, now: DateTime<Utc>) -> Result<Vec<JobAttempt>> {
         const OPERATION: &str = "extending leases";
         if held.is_empty() {
             return Ok(Vec::new());
@@ -358,20 +327,14 @@ impl Store for PgStore {
     async fn complete(&self, completions: &[CompletionRequest], now: DateTime<Utc>) -> Result<Vec<CompletionReport>> {
         const OPERATION: &str = "completing jobs";
         let mut tx = self.begin(OPERATION).await?;
-        let mut views =
-            lock_jobs(&mut tx, completions.iter().map(|request| request.job.0).collect(), OPERATION).await?;
+        let mut views = lock_jobs(&mut tx, completions.iter().map(|request| request.job.0).collect(), OPERATION).await?;
         let (reports, writes) = plan_complete(&mut views, completions);
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reports)
     }
 
-    async fn fail(
-        &self,
-        failures: &[FailureRequest],
-        policy: &RetryPolicy,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<FailureReport>> {
+    async fn fail(&self, failures: &[FailureRequest], policy: &RetryPolicy, now: DateTime<Utc>) -> Result<Vec<FailureReport>> {
         const OPERATION: &str = "recording job failures";
         let mut tx = self.begin(OPERATION).await?;
         let mut views = lock_jobs(&mut tx, failures.iter().map(|request| request.job.0).collect(), OPERATION).await?;
@@ -402,23 +365,12 @@ impl Store for PgStore {
         const OPERATION: &str = "reading run status";
         let info = self.run_info(run).await?;
         // One snapshot, so the shard list and the counts agree.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(StoreError::db(OPERATION))?;
-        let shard_rows = sqlx::query("SELECT id, key FROM shards WHERE run_id = $1 ORDER BY id")
-            .bind(run.0)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::db(OPERATION))?;
-        let count_rows =
-            sqlx::query(SHARD_COUNTS).bind(run.0).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
+        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(StoreError::db(OPERATION))?;
+        let shard_rows =
+            sqlx::query("SELECT id, key FROM shards WHERE run_id = $1 ORDER BY id").bind(run.0).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
+        let count_rows = sqlx::query(SHARD_COUNTS).bind(run.0).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
-        let shards = shard_rows
-            .iter()
-            .map(|row| Ok((ShardId(column(row, "id")?), column(row, "key")?)))
-            .collect::<Result<Vec<_>>>()?;
+        let shards = shard_rows.iter().map(|row| Ok((ShardId(column(row, "id")?), column(row, "key")?))).collect::<Result<Vec<_>>>()?;
         let mut counts = Vec::with_capacity(count_rows.len());
         let mut total = StateCounts::default();
         let mut last_change = None;
@@ -458,9 +410,7 @@ impl Store for PgStore {
     async fn succeeded_jobs(&self, run: RunId) -> Result<SucceededStream<'_>> {
         self.run_info(run).await?;
         let rows = sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch(&self.pool);
-        Ok(rows
-            .map(|row| succeeded_from_row(&row.map_err(StoreError::db("listing succeeded jobs"))?))
-            .boxed())
+        Ok(rows.map(|row| succeeded_from_row(&row.map_err(StoreError::db("listing succeeded jobs"))?)).boxed())
     }
 
     async fn run(&self, run: RunId) -> Result<RunInfo> {

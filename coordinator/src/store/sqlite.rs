@@ -4,11 +4,10 @@
 //! a read lock (which SQLite answers with SQLITE_BUSY instead of waiting).
 
 use super::{
-    CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite,
-    LeaseRequest, LeasedJob, parse_failure_class,
-    ManifestClaim, ManifestCounts, manifest_claim_from, NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store,
-    SucceededStream, succeeded_from_row, chrono_duration, column, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
-    run_transition, shard_statuses, validate_new_run,
+    CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite, LeaseRequest, LeasedJob, ManifestClaim,
+    ManifestCounts, NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store, SucceededStream, chrono_duration,
+    column, manifest_claim_from, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition, shard_statuses,
+    succeeded_from_row, validate_new_run,
 };
 use crate::error::StoreError;
 use crate::retry::RetryPolicy;
@@ -16,9 +15,7 @@ use crate::state::{JobView, StateCounts};
 use acufarm_core::{Attempt, JobId, RunId, ShardId};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
@@ -103,11 +100,8 @@ impl SqliteStore {
     async fn change_run(&self, run: RunId, action: RunAction, now: DateTime<Utc>) -> Result<()> {
         const OPERATION: &str = "changing a run's state";
         let mut tx = self.begin_write(OPERATION).await?;
-        let current: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
-            .bind(run.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::db(OPERATION))?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT state FROM runs WHERE id = $1").bind(run.0).fetch_optional(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         let current: RunState = current.ok_or(StoreError::RunNotFound { run })?.parse()?;
         let Some(next) = run_transition(run, current, action)? else { return Ok(()) };
         sqlx::query("UPDATE runs SET state = $2, updated_at = $3 WHERE id = $1")
@@ -118,12 +112,7 @@ impl SqliteStore {
             .await
             .map_err(StoreError::db(OPERATION))?;
         if next == RunState::Cancelled {
-            sqlx::query(CANCEL_JOBS)
-                .bind(run.0)
-                .bind(timestamp(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db(OPERATION))?;
+            sqlx::query(CANCEL_JOBS).bind(run.0).bind(timestamp(now)).execute(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         }
         tx.commit().await.map_err(StoreError::db(OPERATION))
     }
@@ -160,24 +149,14 @@ fn view_from_row(row: &SqliteRow) -> Result<(JobId, JobView)> {
     Ok((id, view))
 }
 
-async fn load_jobs(
-    tx: &mut Transaction<'_, Sqlite>,
-    ids: impl Iterator<Item = i64>,
-    operation: &'static str,
-) -> Result<HashMap<JobId, JobView>> {
-    let rows =
-        sqlx::query(LOAD_JOBS).bind(id_array(ids)).fetch_all(&mut **tx).await.map_err(StoreError::db(operation))?;
+async fn load_jobs(tx: &mut Transaction<'_, Sqlite>, ids: impl Iterator<Item = i64>, operation: &'static str) -> Result<HashMap<JobId, JobView>> {
+    let rows = sqlx::query(LOAD_JOBS).bind(id_array(ids)).fetch_all(&mut **tx).await.map_err(StoreError::db(operation))?;
     rows.iter().map(view_from_row).collect()
 }
 
 /// Writes a batch of decisions, one statement per job inside the caller's transaction (SQLite
 /// statements are in-process calls, so there is no round trip to save).
-async fn write_jobs(
-    tx: &mut Transaction<'_, Sqlite>,
-    writes: &[JobWrite<'_>],
-    now: DateTime<Utc>,
-    operation: &'static str,
-) -> Result<()> {
+async fn write_jobs(tx: &mut Transaction<'_, Sqlite>, writes: &[JobWrite<'_>], now: DateTime<Utc>, operation: &'static str) -> Result<()> {
     let now = timestamp(now);
     for write in writes {
         sqlx::query(WRITE_JOB)
@@ -204,21 +183,14 @@ impl Store for SqliteStore {
         validate_new_run(run)?;
         let now = timestamp(now);
         let mut tx = self.begin_write(OPERATION).await?;
-        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE name = $1")
-            .bind(&run.name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::db(OPERATION))?;
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE name = $1").bind(&run.name).fetch_optional(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         if let Some(existing) = existing {
             if !force {
                 return Err(StoreError::RunNameTaken { name: run.name.clone() });
             }
             tracing::info!(run_id = existing, name = %run.name, "replacing run (--force)");
-            sqlx::query("DELETE FROM runs WHERE id = $1")
-                .bind(existing)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db(OPERATION))?;
+            sqlx::query("DELETE FROM runs WHERE id = $1").bind(existing).execute(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         }
         let run_id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (name, spec, priority, bundle_sha256, max_lost, created_at, updated_at) VALUES ($1, $2, $3, $4, $6, $5, $5) RETURNING id",
@@ -311,13 +283,7 @@ impl Store for SqliteStore {
         Ok(order.into_iter().filter_map(|id| leased.remove(&id)).collect())
     }
 
-    async fn heartbeat(
-        &self,
-        worker: &str,
-        held: &[JobAttempt],
-        lease_duration: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<JobAttempt>> {
+    async fn heartbeat(&self, worker: &str, held: &[JobAttempt], lease_duration: Duration, now: DateTime<Utc>) -> Result<Vec<JobAttempt>> {
         const OPERATION: &str = "extending leases";
         if held.is_empty() {
             return Ok(Vec::new());
@@ -354,12 +320,7 @@ impl Store for SqliteStore {
         Ok(reports)
     }
 
-    async fn fail(
-        &self,
-        failures: &[FailureRequest],
-        policy: &RetryPolicy,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<FailureReport>> {
+    async fn fail(&self, failures: &[FailureRequest], policy: &RetryPolicy, now: DateTime<Utc>) -> Result<Vec<FailureReport>> {
         const OPERATION: &str = "recording job failures";
         let mut tx = self.begin_write(OPERATION).await?;
         let mut views = load_jobs(&mut tx, failures.iter().map(|request| request.job.0), OPERATION).await?;
@@ -372,11 +333,7 @@ impl Store for SqliteStore {
     async fn reap_expired(&self, now: DateTime<Utc>) -> Result<Vec<ReapedJob>> {
         const OPERATION: &str = "reaping expired leases";
         let mut tx = self.begin_write(OPERATION).await?;
-        let rows = sqlx::query(LOAD_EXPIRED)
-            .bind(timestamp(now))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::db(OPERATION))?;
+        let rows = sqlx::query(LOAD_EXPIRED).bind(timestamp(now)).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         let expired = rows
             .iter()
             .map(|row| {
@@ -395,18 +352,11 @@ impl Store for SqliteStore {
         let info = self.run_info(run).await?;
         // One read transaction, so the shard list and the counts agree.
         let mut tx = self.pool.begin().await.map_err(StoreError::db(OPERATION))?;
-        let shard_rows = sqlx::query("SELECT id, key FROM shards WHERE run_id = $1 ORDER BY id")
-            .bind(run.0)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::db(OPERATION))?;
-        let count_rows =
-            sqlx::query(SHARD_COUNTS).bind(run.0).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
+        let shard_rows =
+            sqlx::query("SELECT id, key FROM shards WHERE run_id = $1 ORDER BY id").bind(run.0).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
+        let count_rows = sqlx::query(SHARD_COUNTS).bind(run.0).fetch_all(&mut *tx).await.map_err(StoreError::db(OPERATION))?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
-        let shards = shard_rows
-            .iter()
-            .map(|row| Ok((ShardId(column(row, "id")?), column(row, "key")?)))
-            .collect::<Result<Vec<_>>>()?;
+        let shards = shard_rows.iter().map(|row| Ok((ShardId(column(row, "id")?), column(row, "key")?))).collect::<Result<Vec<_>>>()?;
         let mut counts = Vec::with_capacity(count_rows.len());
         let mut total = StateCounts::default();
         let mut last_change = None;
@@ -446,9 +396,7 @@ impl Store for SqliteStore {
     async fn succeeded_jobs(&self, run: RunId) -> Result<SucceededStream<'_>> {
         self.run_info(run).await?;
         let rows = sqlx::query(SUCCEEDED_JOBS).bind(run.0).fetch(&self.pool);
-        Ok(rows
-            .map(|row| succeeded_from_row(&row.map_err(StoreError::db("listing succeeded jobs"))?))
-            .boxed())
+        Ok(rows.map(|row| succeeded_from_row(&row.map_err(StoreError::db("listing succeeded jobs"))?)).boxed())
     }
 
     async fn run(&self, run: RunId) -> Result<RunInfo> {
@@ -492,12 +440,7 @@ impl Store for SqliteStore {
     }
 
     async fn run_jobs(&self, run: RunId, filter: &JobFilter) -> Result<Vec<JobRecord>> {
-        let keys = filter
-            .shard_keys
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt { detail: e.to_string() })?;
+        let keys = filter.shard_keys.as_ref().map(serde_json::to_string).transpose().map_err(|e| StoreError::Corrupt { detail: e.to_string() })?;
         let rows = sqlx::query(RUN_JOBS)
             .bind(run.0)
             .bind(filter.state.map(|state| state.as_str()))

@@ -34,28 +34,16 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let admin_url = admin_url();
-    let admin = PgStore::connect(&admin_url)
-        .await
-        .unwrap_or_else(|error| panic!("{error} (set ACUFARM_TEST_PG_URL to use another server)"));
+    let admin = PgStore::connect(&admin_url).await.unwrap_or_else(|error| panic!("{error} (set ACUFARM_TEST_PG_URL to use another server)"));
     let name = fresh_database_name();
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(admin.pool())
-        .await
-        .expect("create test database");
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(admin.pool()).await.expect("create test database");
     let options: PgConnectOptions = admin_url.parse().expect("ACUFARM_TEST_PG_URL is a postgres URL");
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(options.database(&name))
-        .await
-        .expect("connect to test database");
+    let pool = PgPoolOptions::new().max_connections(8).connect_with(options.database(&name)).await.expect("connect to test database");
     let store = PgStore::from_pool(pool);
     store.migrate().await.expect("migrate test database");
     let outcome = run_scenario(store.clone(), scenario).await;
     store.pool().close().await;
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-        .execute(admin.pool())
-        .await
-        .expect("drop test database");
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(admin.pool()).await.expect("drop test database");
     admin.pool().close().await;
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());

@@ -63,7 +63,9 @@ pub(super) fn check(spec: &RunSpec, problems: &mut Vec<String>) {
         }
     }
     for file in spec.shipped_files().iter().filter(|p| !plain_relative(p)) {
-        problems.push(format!("the spec names the file {file:?}, which is not a plain relative path; give scene and background images relative to the spec, without `..`"));
+        problems.push(format!(
+            "the spec names the file {file:?}, which is not a plain relative path; give scene and background images relative to the spec, without `..`"
+        ));
     }
 
     let s = &spec.sampler;
@@ -88,7 +90,10 @@ pub(super) fn check(spec: &RunSpec, problems: &mut Vec<String>) {
         }
     }
     if r.backoff_base_s > r.backoff_max_s {
-        problems.push(format!("`retry.backoff_base_s` ({}) is above `retry.backoff_max_s` ({}); the first delay cannot exceed the largest", r.backoff_base_s, r.backoff_max_s));
+        problems.push(format!(
+            "`retry.backoff_base_s` ({}) is above `retry.backoff_max_s` ({}); the first delay cannot exceed the largest",
+            r.backoff_base_s, r.backoff_max_s
+        ));
     }
     if let Some(qa) = &spec.qa {
         qa.validate(problems);

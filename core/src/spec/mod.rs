@@ -50,7 +50,11 @@ impl SpecError {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields, title = "acufarm run spec", description = "A run of acufarm: which images, how to render them, where the outputs go. See examples/acusim.toml.")]
+#[schemars(
+    deny_unknown_fields,
+    title = "acufarm run spec",
+    description = "A run of acufarm: which images, how to render them, where the outputs go. See examples/acusim.toml."
+)]
 pub struct RunSpec {
     pub run: RunSection,
     /// Where the dataset is and where outputs go; needed to submit a run, not to augment one image.
@@ -273,7 +277,12 @@ fn default_max_lost() -> u32 {
 
 impl Default for RetrySection {
     fn default() -> Self {
-        Self { max_attempts: default_max_attempts(), backoff_base_s: default_backoff_base(), backoff_max_s: default_backoff_max(), max_lost: default_max_lost() }
+        Self {
+            max_attempts: default_max_attempts(),
+            backoff_base_s: default_backoff_base(),
+            backoff_max_s: default_backoff_max(),
+            max_lost: default_max_lost(),
+        }
     }
 }
 
@@ -299,7 +308,8 @@ impl RunSpec {
 
     /// Reads and checks a spec; every problem found is in the error.
     pub fn parse(text: &str, path: &Path) -> Result<Self, SpecError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| SpecError::Parse { path: path.to_path_buf(), message: one_line(&e.to_string()) })?;
+        let mut table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| SpecError::Parse { path: path.to_path_buf(), message: one_line(&e.to_string()) })?;
         let mut problems = Vec::new();
         for (section, key, check) in CHOICES {
             let Some(toml::Value::Table(t)) = table.get_mut(*section) else { continue };
@@ -311,7 +321,10 @@ impl RunSpec {
             }
         }
         let mut unknown = Vec::new();
-        let typed = serde_path_to_error::deserialize::<_, RunSpec>(serde_ignored::Deserializer::new(toml::Value::Table(table), &mut |key: serde_ignored::Path| unknown.push(key.to_string())));
+        let typed =
+            serde_path_to_error::deserialize::<_, RunSpec>(serde_ignored::Deserializer::new(toml::Value::Table(table), &mut |key: serde_ignored::Path| {
+                unknown.push(key.to_string())
+            }));
         problems.extend(unknown.iter().map(|key| format!("unknown key `{key}`; check its spelling and section against examples/acusim.toml")));
         let spec = match typed {
             Ok(spec) => spec,
@@ -327,11 +340,7 @@ impl RunSpec {
     }
 
     pub fn grammar(&self) -> Result<IdGrammar, IdGrammarError> {
-        if self.sample_id.patterns.is_empty() {
-            Ok(IdGrammar::default())
-        } else {
-            IdGrammar::new(&self.sample_id.patterns)
-        }
+        if self.sample_id.patterns.is_empty() { Ok(IdGrammar::default()) } else { IdGrammar::new(&self.sample_id.patterns) }
     }
 
     /// The prompt pair for a file, from its parsed id.
@@ -363,7 +372,12 @@ mod tests {
 
     #[test]
     fn the_example_qa_section_parses_and_bad_limits_are_refused() {
-        let uncommented = EXAMPLE.replace("# [qa]", "[qa]").replace("# max_drift_px", "max_drift_px").replace("# max_point_drift_px", "max_point_drift_px").replace("# min_change", "min_change").replace("# max_retries", "max_retries");
+        let uncommented = EXAMPLE
+            .replace("# [qa]", "[qa]")
+            .replace("# max_drift_px", "max_drift_px")
+            .replace("# max_point_drift_px", "max_point_drift_px")
+            .replace("# min_change", "min_change")
+            .replace("# max_retries", "max_retries");
         let spec = RunSpec::parse(&uncommented, Path::new("x.toml")).unwrap();
         let qa = spec.qa.unwrap();
         assert_eq!((qa.max_drift_px, qa.max_retries), (Some(12.0), 2));
@@ -442,7 +456,10 @@ mod tests {
             std::fs::write(&path, &fresh).unwrap();
         }
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(committed == fresh, "docs/run-spec.schema.json is out of date with the RunSpec types; regenerate it with `ACUFARM_WRITE_SCHEMA=1 cargo test -p acufarm-core the_committed_json_schema_is_current`");
+        assert!(
+            committed == fresh,
+            "docs/run-spec.schema.json is out of date with the RunSpec types; regenerate it with `ACUFARM_WRITE_SCHEMA=1 cargo test -p acufarm-core the_committed_json_schema_is_current`"
+        );
         let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
         assert_eq!(schema["$defs"]["SamplerSection"]["properties"]["sampler"]["anyOf"][0]["$ref"], "#/$defs/Sampler", "{}", schema["$defs"]["SamplerSection"]);
         let sampler = schema["$defs"]["Sampler"].to_string();

@@ -293,9 +293,10 @@ impl Link {
         let request = RegisterRequest { worker_id: worker_id.unwrap_or_default().to_string(), ..self.register.clone() };
         match client.register(request).await {
             Ok(response) => Ok((client, response.into_inner())),
-            Err(status) if react_to(&status) == Reaction::Unauthenticated && self.auth.0.reread() => {
-                Err(ConnectError::Retry(format!("coordinator {endpoint} refused the token ({}); the token file changed, trying its new token", describe(&status))))
-            }
+            Err(status) if react_to(&status) == Reaction::Unauthenticated && self.auth.0.reread() => Err(ConnectError::Retry(format!(
+                "coordinator {endpoint} refused the token ({}); the token file changed, trying its new token",
+                describe(&status)
+            ))),
             Err(status) => Err(match react_to(&status) {
                 Reaction::Unauthenticated => ConnectError::Fatal(AgentError::Unauthenticated { endpoint: endpoint.to_string(), reason: describe(&status) }),
                 Reaction::Reconnect => ConnectError::Retry(format!("cannot reach coordinator {endpoint} ({})", describe(&status))),

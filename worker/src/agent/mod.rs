@@ -23,7 +23,8 @@ use crate::pipeline::engine::{Pipeline, PipelineError, SamplerParams};
 use crate::pipeline::runtime::Ep;
 use acufarm_core::{FailureClass, JobSpec};
 use acufarm_proto::{
-    CompleteRequest, Completion, FailRequest, HeartbeatRequest, JobAttempt, JobFailure, LeaseRequest, LeaseResponse, Outcome, RegisterRequest, ReportOutcome, RunContext,
+    CompleteRequest, Completion, FailRequest, HeartbeatRequest, JobAttempt, JobFailure, LeaseRequest, LeaseResponse, Outcome, RegisterRequest, ReportOutcome,
+    RunContext,
 };
 use acufarm_storage::Storage;
 use held::{Held, JobKey};
@@ -161,7 +162,8 @@ pub async fn run(pipeline: Pipeline, options: AgentOptions, shutdown: Shutdown) 
     let held = Arc::new(Held::default());
     let mut heartbeat = tokio::spawn(heartbeat_loop(link.clone(), held.clone()));
 
-    let ctx = Ctx { link, held, shutdown: shutdown.clone(), bundle_name, bundle_sha256, execution_provider: eps.join(","), batch: Arc::new(AtomicUsize::new(batch)) };
+    let ctx =
+        Ctx { link, held, shutdown: shutdown.clone(), bundle_name, bundle_sha256, execution_provider: eps.join(","), batch: Arc::new(AtomicUsize::new(batch)) };
     let mut renderer = Renderer { pipeline: Some(pipeline) };
     let mut fetcher = Fetcher::default();
     let result = tokio::select! {
@@ -370,7 +372,8 @@ impl Fetcher {
 /// Reads a leased job's spec: a `JobSpec`, or `{"error": …}` for an image the coordinator could
 /// not resolve, which fails permanently with that reason.
 fn parse_spec(spec_json: &str, sample_id: &str) -> Result<JobSpec, JobError> {
-    let unreadable = |e: serde_json::Error| JobError { class: FailureClass::Permanent, message: format!("job spec of {sample_id} cannot be read ({e}); resubmit the run") };
+    let unreadable =
+        |e: serde_json::Error| JobError { class: FailureClass::Permanent, message: format!("job spec of {sample_id} cannot be read ({e}); resubmit the run") };
     let value: serde_json::Value = serde_json::from_str(spec_json).map_err(unreadable)?;
     if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
         return Err(JobError { class: FailureClass::Permanent, message: error.to_string() });
@@ -430,9 +433,13 @@ impl Renderer {
                     let mut images = rendered.images.iter().zip(rendered.qa);
                     for ready in call {
                         let outcome = match images.next() {
-                            Some((image, Ok(qa))) => executor::stage(&ready.spec, &ready.fetched, image, rendered.timing, qa, &ready.job.staging_key, &ready.output).await,
+                            Some((image, Ok(qa))) => {
+                                executor::stage(&ready.spec, &ready.fetched, image, rendered.timing, qa, &ready.job.staging_key, &ready.output).await
+                            }
                             Some((_, Err(qa_failure))) => Err(qa_failure),
-                            None => Err(JobError { class: FailureClass::Retryable, message: format!("the pipeline returned no image for {}", ready.job.sample_id) }),
+                            None => {
+                                Err(JobError { class: FailureClass::Retryable, message: format!("the pipeline returned no image for {}", ready.job.sample_id) })
+                            }
                         };
                         match outcome {
                             Ok(staged) => completions.push((ready.job, staged)),
@@ -465,7 +472,8 @@ impl Renderer {
 
     /// One pipeline call on a blocking thread; the jobs travel there and back with the pipeline.
     async fn render(&mut self, params: SamplerParams, chunk: Vec<Ready>) -> Result<(Vec<Ready>, Result<executor::RenderedBatch, PipelineError>), AgentError> {
-        let mut pipeline = self.pipeline.take().ok_or_else(|| AgentError::Crashed { what: "render thread", reason: "an earlier render lost the pipeline".into() })?;
+        let mut pipeline =
+            self.pipeline.take().ok_or_else(|| AgentError::Crashed { what: "render thread", reason: "an earlier render lost the pipeline".into() })?;
         let handle = tokio::task::spawn_blocking(move || {
             let result = {
                 let jobs: Vec<(&JobSpec, &Fetched)> = chunk.iter().map(|r| (&r.spec, &r.fetched)).collect();
@@ -515,7 +523,11 @@ async fn report(ctx: &Ctx, completions: Vec<(Job, Staged)>, failures: Vec<(Job, 
             Ok(response) => log_outcomes("completion", &response.outcomes),
             Err(CallError::Fatal(e)) => return Err(e),
             Err(CallError::Refused { endpoint, status }) => {
-                tracing::warn!("coordinator {endpoint} refused the completion of {} jobs ({}); they are queued again when their leases expire", keys.len(), describe(&status));
+                tracing::warn!(
+                    "coordinator {endpoint} refused the completion of {} jobs ({}); they are queued again when their leases expire",
+                    keys.len(),
+                    describe(&status)
+                );
             }
         }
         ctx.held.release(&keys);
@@ -530,7 +542,12 @@ async fn report(ctx: &Ctx, completions: Vec<(Job, Staged)>, failures: Vec<(Job, 
             worker_id: String::new(),
             failures: failures
                 .iter()
-                .map(|(job, e)| JobFailure { job_id: job.key.0, attempt: job.key.1, class: acufarm_proto::FailureClass::from(e.class) as i32, message: e.message.clone() })
+                .map(|(job, e)| JobFailure {
+                    job_id: job.key.0,
+                    attempt: job.key.1,
+                    class: acufarm_proto::FailureClass::from(e.class) as i32,
+                    message: e.message.clone(),
+                })
                 .collect(),
         };
         let result = ctx
@@ -544,7 +561,11 @@ async fn report(ctx: &Ctx, completions: Vec<(Job, Staged)>, failures: Vec<(Job, 
             Ok(response) => log_outcomes("failure", &response.outcomes),
             Err(CallError::Fatal(e)) => return Err(e),
             Err(CallError::Refused { endpoint, status }) => {
-                tracing::warn!("coordinator {endpoint} refused the failure report of {} jobs ({}); they are queued again when their leases expire", keys.len(), describe(&status));
+                tracing::warn!(
+                    "coordinator {endpoint} refused the failure report of {} jobs ({}); they are queued again when their leases expire",
+                    keys.len(),
+                    describe(&status)
+                );
             }
         }
         ctx.held.release(&keys);
@@ -558,7 +579,10 @@ fn reportable<T>(ctx: &Ctx, items: Vec<(Job, T)>) -> Vec<(Job, T)> {
     let allowed = ctx.held.begin_report(&keys);
     let (keep, drop): (Vec<_>, Vec<_>) = items.into_iter().zip(allowed).partition(|(_, ok)| *ok);
     if !drop.is_empty() {
-        tracing::warn!("not reporting {} finished jobs whose lease was lost (the job was cancelled, or is queued again for whoever leases it next)", drop.len());
+        tracing::warn!(
+            "not reporting {} finished jobs whose lease was lost (the job was cancelled, or is queued again for whoever leases it next)",
+            drop.len()
+        );
     }
     keep.into_iter().map(|(item, _)| item).collect()
 }
@@ -676,7 +700,8 @@ mod tests {
 
     #[test]
     fn errors_a_user_causes_name_the_fix() {
-        let e = AgentError::Unauthenticated { endpoint: "http://127.0.0.1:7171".into(), reason: "the coordinator refused the token; pass …".into() }.to_string();
+        let e =
+            AgentError::Unauthenticated { endpoint: "http://127.0.0.1:7171".into(), reason: "the coordinator refused the token; pass …".into() }.to_string();
         assert_eq!(e, "coordinator http://127.0.0.1:7171 refused this worker: the coordinator refused the token; pass …");
         let none = check_credentials(&TokenSource::Value(String::new()), &ClientTls::default()).unwrap_err().to_string();
         assert!(none.contains("--token-file") && none.contains("ACUFARM_TOKEN_FILE"), "{none}");

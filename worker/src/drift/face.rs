@@ -147,13 +147,7 @@ pub fn face_roi(d: &Detection, width: u32, height: u32) -> Roi {
     // target angle 0 minus the eye vector's angle with y pointing up.
     let rotation = normalize_radians(0.0 - (y0 - y1).atan2(x1 - x0));
     let long_side = ((xmax - xmin) * w).max((ymax - ymin) * h);
-    Roi {
-        cx: (xmin + xmax) / 2.0 * w,
-        cy: (ymin + ymax) / 2.0 * h,
-        width: long_side * ROI_SCALE,
-        height: long_side * ROI_SCALE,
-        rotation,
-    }
+    Roi { cx: (xmin + xmax) / 2.0 * w, cy: (ymin + ymax) / 2.0 * h, width: long_side * ROI_SCALE, height: long_side * ROI_SCALE, rotation }
 }
 
 /// Maps landmark-model outputs (crop pixels of a `CROP_SIZE` square) back to image pixels through

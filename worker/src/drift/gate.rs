@@ -106,7 +106,10 @@ pub fn judge(limits: &QaLimits, source: &SourceFace, output: &Points, change: f3
         }
     }
     if change < limits.min_change {
-        failures.push(format!("output differs from its source by {change:.2} levels outside the face, under qa.min_change = {}: not an augmentation", limits.min_change));
+        failures.push(format!(
+            "output differs from its source by {change:.2} levels outside the face, under qa.min_change = {}: not an augmentation",
+            limits.min_change
+        ));
     }
     if !failures.is_empty() {
         record.verdict = QaVerdict::Fail;
@@ -199,7 +202,8 @@ mod tests {
         assert_eq!(change_outside_face(&src, &out, Some(&face)), 0.0);
         assert!(change_outside_face(&src, &out, None) > 10.0);
         // Outside pixels +8: the mean outside is 8.
-        let shifted = RgbImage::from_fn(10, 10, |x, y| if inside(&face, x as f32, y as f32) { image::Rgb([100, 100, 100]) } else { image::Rgb([108, 108, 108]) });
+        let shifted =
+            RgbImage::from_fn(10, 10, |x, y| if inside(&face, x as f32, y as f32) { image::Rgb([100, 100, 100]) } else { image::Rgb([108, 108, 108]) });
         assert!((change_outside_face(&src, &shifted, Some(&face)) - 8.0).abs() < 1e-6);
     }
 }

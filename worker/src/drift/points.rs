@@ -10,8 +10,8 @@ pub const NAMES: [&str; 8] = acufarm_core::qa::DRIFT_POINTS;
 const MESH_INDEX: [usize; 7] = [33, 133, 362, 263, 61, 291, 0];
 /// The face-oval indices whose x-span is the face width.
 pub const FACE_OVAL: [usize; 36] = [
-    10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284, 288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389,
-    397, 400, 454,
+    10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284, 288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379,
+    389, 397, 400, 454,
 ];
 /// Faces narrower than this (pixels) on either image discard the pair.
 pub const MIN_FACE_WIDTH: f32 = 80.0;

@@ -68,7 +68,11 @@ impl Accumulator {
             measured: self.max.len(),
             discarded: self.discards.values().sum(),
             discards,
-            points: NAMES.iter().enumerate().map(|(i, &point)| PointStats { point, px: Distribution::of(&self.px[i]), normalized: Distribution::of(&self.normalized[i]) }).collect(),
+            points: NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, &point)| PointStats { point, px: Distribution::of(&self.px[i]), normalized: Distribution::of(&self.normalized[i]) })
+                .collect(),
             max_of_points: Distribution::of(&self.max),
         }
     }

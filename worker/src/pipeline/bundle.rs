@@ -18,7 +18,9 @@ pub enum BundleError {
     Manifest { path: PathBuf, reason: String },
     #[error("bundle {bundle}: {file} is missing; copy the whole bundle directory again")]
     MissingFile { bundle: PathBuf, file: PathBuf },
-    #[error("bundle {bundle}: sha256 of {file} is {actual} but bundle.toml says {expected}; the file is corrupt or from another export, so copy the bundle again")]
+    #[error(
+        "bundle {bundle}: sha256 of {file} is {actual} but bundle.toml says {expected}; the file is corrupt or from another export, so copy the bundle again"
+    )]
     ShaMismatch { bundle: PathBuf, file: PathBuf, expected: String, actual: String },
     #[error("bundle {bundle}: graph {file} does not match bundle.toml: {reason}; re-export the bundle with models/export.py")]
     Signature { bundle: PathBuf, file: PathBuf, reason: String },
@@ -177,10 +179,7 @@ impl Bundle {
         }
         let want_channels = manifest.iclight.unet_channels(manifest.latent_channels);
         if manifest.unet_in_channels != want_channels {
-            return Err(manifest_err(format!(
-                "unet_in_channels = {} but iclight = {:?} needs {want_channels}",
-                manifest.unet_in_channels, manifest.iclight
-            )));
+            return Err(manifest_err(format!("unet_in_channels = {} but iclight = {:?} needs {want_channels}", manifest.unet_in_channels, manifest.iclight)));
         }
         for graph in Graph::ALL {
             if graph.needed(manifest.ip_adapter) && !manifest.graphs.contains_key(graph.key()) {
@@ -239,10 +238,8 @@ pub struct ActualTensor {
 /// equal sizes where both sides fix them. Then checks the names the pipeline needs are present.
 pub fn check_signature(declared: &[TensorSpec], actual: &[ActualTensor], needed: &[&str], side: &str) -> Result<(), String> {
     for want in declared {
-        let got = actual
-            .iter()
-            .find(|t| t.name == want.name)
-            .ok_or_else(|| format!("{side} `{}` is declared but the graph has {}", want.name, names(actual)))?;
+        let got =
+            actual.iter().find(|t| t.name == want.name).ok_or_else(|| format!("{side} `{}` is declared but the graph has {}", want.name, names(actual)))?;
         if got.dtype != want.dtype {
             return Err(format!("{side} `{}` is {} in the graph but {} in bundle.toml", want.name, got.dtype, want.dtype));
         }
@@ -285,7 +282,8 @@ mod tests {
 
     #[test]
     fn signature_table() {
-        let declared = vec![spec("sample", "float32", vec![Dim::Symbolic("batch".into()), Dim::Fixed(8), Dim::Symbolic("h".into()), Dim::Symbolic("w".into())])];
+        let declared =
+            vec![spec("sample", "float32", vec![Dim::Symbolic("batch".into()), Dim::Fixed(8), Dim::Symbolic("h".into()), Dim::Symbolic("w".into())])];
         let ok = vec![actual("sample", "float32", vec![-1, 8, -1, -1])];
         assert_eq!(check_signature(&declared, &ok, &["sample"], "input"), Ok(()));
         let cases = [

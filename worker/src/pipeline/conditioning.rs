@@ -168,10 +168,7 @@ mod tests {
         let mask = foreground_mask(&img, ForegroundMode::Depth, Some(&depth)).unwrap();
         assert_eq!(mask.iter().filter(|&&m| m).count(), 1);
         let wide = GrayImage::new(8, 4);
-        assert_eq!(
-            foreground_mask(&img, ForegroundMode::Depth, Some(&wide)),
-            Err(ConditioningError::DepthAspect { dw: 8, dh: 4, iw: 4, ih: 4 })
-        );
+        assert_eq!(foreground_mask(&img, ForegroundMode::Depth, Some(&wide)), Err(ConditioningError::DepthAspect { dw: 8, dh: 4, iw: 4, ih: 4 }));
         assert_eq!(foreground_mask(&img, ForegroundMode::Depth, None), Err(ConditioningError::DepthMissing));
     }
 

@@ -185,7 +185,13 @@ enum Input<'a> {
     I32(Vec<usize>, &'a [i32]),
 }
 
-fn run(session: &mut Session, graph: &'static str, inputs: Vec<(&'static str, Input<'_>)>, output: &str, timings: &mut Timings) -> Result<Vec<f32>, PipelineError> {
+fn run(
+    session: &mut Session,
+    graph: &'static str,
+    inputs: Vec<(&'static str, Input<'_>)>,
+    output: &str,
+    timings: &mut Timings,
+) -> Result<Vec<f32>, PipelineError> {
     let fail = |e: ort::Error| {
         let reason = e.to_string();
         let lower = reason.to_lowercase();
@@ -424,11 +430,8 @@ impl Pipeline {
         let per_latent = shape.len();
         let sigma0 = sigmas[0] as f64;
         let sigma_max = self.table.sigma_max() as f64;
-        let noise_scale = if (sigma0 - sigma_max).abs() <= 1e-5 * sigma_max.max(sigma0) || sigma0 > sigma_max {
-            (1.0 + sigma0 * sigma0).sqrt()
-        } else {
-            sigma0
-        } as f32;
+        let noise_scale =
+            if (sigma0 - sigma_max).abs() <= 1e-5 * sigma_max.max(sigma0) || sigma0 > sigma_max { (1.0 + sigma0 * sigma0).sqrt() } else { sigma0 } as f32;
         let mut x = Vec::with_capacity(latent_ref.len());
         for (i, r) in requests.iter().enumerate() {
             let eps = match &r.noise {
@@ -455,7 +458,9 @@ impl Pipeline {
         let (mw, mh) = image_io::model_size(first.source.rgb.width(), first.source.rgb.height());
         if let Some(other) = requests.iter().find(|r| image_io::model_size(r.source.rgb.width(), r.source.rgb.height()) != (mw, mh)) {
             let (w, h) = other.source.rgb.dimensions();
-            return Err(PipelineError::Input(format!("images of one batch must share a size: {w}×{h} differs from the batch's {mw}×{mh}; batch images by size")));
+            return Err(PipelineError::Input(format!(
+                "images of one batch must share a size: {w}×{h} differs from the batch's {mw}×{mh}; batch images by size"
+            )));
         }
         if let Some(bad) = requests.iter().find(|r| r.mask.len() != (r.source.rgb.width() * r.source.rgb.height()) as usize) {
             return Err(PipelineError::Input(format!(

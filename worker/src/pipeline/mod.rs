@@ -1,10 +1,10 @@
 pub mod bundle;
+pub mod conditioning;
+pub mod engine;
+pub mod image_io;
 pub mod noise;
 pub mod npy;
 pub mod runtime;
 pub mod sampler;
 pub mod schedule;
 pub mod tokenizer;
-pub mod conditioning;
-pub mod image_io;
-pub mod engine;

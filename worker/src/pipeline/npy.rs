@@ -66,10 +66,7 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<NpyArray, NpyError> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| header_err(&format!("shape entry `{s}`"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let needed = shape
-        .iter()
-        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| header_err("shape is too large"))?;
+    let needed = shape.iter().try_fold(4usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| header_err("shape is too large"))?;
     let payload = &bytes[end..];
     if payload.len() != needed {
         return Err(NpyError::Size { path: path.to_string(), found: payload.len(), needed });

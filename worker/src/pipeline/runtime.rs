@@ -11,8 +11,8 @@
 //! GPU provider that cannot start is an error, never a silent CPU run.
 
 use crate::pipeline::bundle::ActualTensor;
-use ort::ep;
 use ort::environment::Environment;
+use ort::ep;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use std::fmt;
@@ -29,7 +29,9 @@ pub enum RuntimeError {
     UnknownEp(String),
     #[error("execution provider `{0}` is not compiled into this build; rebuild acufarm with `--features {0}`")]
     NotCompiled(&'static str),
-    #[error("the {ep} execution provider could not start for {graph}: {reason}; install onnxruntime-gpu 1.31 with its CUDA/TensorRT libraries, or pass --ep cpu")]
+    #[error(
+        "the {ep} execution provider could not start for {graph}: {reason}; install onnxruntime-gpu 1.31 with its CUDA/TensorRT libraries, or pass --ep cpu"
+    )]
     EpFailed { ep: String, graph: PathBuf, reason: String },
     #[error("ONNX Runtime cannot load {graph}: {reason}; the file is damaged or not an ONNX model, so re-export the bundle")]
     Session { graph: PathBuf, reason: String },

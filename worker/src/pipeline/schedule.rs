@@ -3,7 +3,6 @@
 //! The sigma table is built in f64 and stored as f32 like ComfyUI's `ModelSamplingDiscrete`;
 //! schedulers return f32 sigmas ending in 0, as ComfyUI's `FloatTensor` does.
 
-
 const TRAIN_STEPS: usize = 1000;
 const BETA_START: f64 = 0.00085;
 const BETA_END: f64 = 0.012;
@@ -119,10 +118,7 @@ pub fn full_schedule(table: &SigmaTable, kind: SchedulerKind, steps: usize) -> V
             const RHO: f64 = 7.0;
             let min_inv = (table.sigma_min() as f64).powf(1.0 / RHO);
             let max_inv = (table.sigma_max() as f64).powf(1.0 / RHO);
-            linspace(0.0, 1.0, steps)
-                .into_iter()
-                .map(|ramp| (max_inv + ramp * (min_inv - max_inv)).powf(RHO) as f32)
-                .collect()
+            linspace(0.0, 1.0, steps).into_iter().map(|ramp| (max_inv + ramp * (min_inv - max_inv)).powf(RHO) as f32).collect()
         }
     };
     sigmas.push(0.0);

@@ -42,7 +42,8 @@ const DROPPED: &str = r"[\p{C}\x{FFFD}--[\t\n\r]]";
 /// `_clean_text`'s `_is_whitespace`: \t \n \r and the `Zs` spaces, each replaced by one space.
 const SPACES: &str = r"[\t\n\r\p{Zs}]";
 /// `_is_chinese_char`'s code point ranges (CJK Unified Ideographs, extensions A to E, compatibility ideographs).
-const CJK: &str = r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]";
+const CJK: &str =
+    r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
