@@ -66,7 +66,7 @@ proptest! {
             _ => format!("{:06}", id.frame),
         };
         let name = order.iter().map(|f| value(f)).collect::<Vec<_>>().join(sep);
-        let grammar = IdGrammar::new(&[pattern.clone()]).unwrap();
+        let grammar = IdGrammar::new(std::slice::from_ref(&pattern)).unwrap();
         prop_assert_eq!(grammar.parse(&format!("shots/{name}.png")).unwrap(), id, "{} on {}", pattern, name);
     }
 
@@ -80,7 +80,7 @@ proptest! {
 
     #[test]
     fn any_pattern_builds_or_is_refused_with_a_reason(pattern in "[()?P<>a-z\\[\\]\\\\d+*.^$|{}0-9]{0,40}", name in "\\PC{0,20}") {
-        match IdGrammar::new(&[pattern.clone()]) {
+        match IdGrammar::new(std::slice::from_ref(&pattern)) {
             Ok(g) => { let _ = g.parse(&name); }
             Err(e) => {
                 let message = e.to_string();
