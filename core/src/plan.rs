@@ -58,6 +58,11 @@ fn widen(span: &mut Option<[f64; 2]>, v: f64) {
     });
 }
 
+/// An f32 parameter as the f64 of its shortest decimal form, so 0.6 prints as 0.6.
+fn shortest(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
 fn add(list: &mut Vec<String>, v: String) {
     if !list.contains(&v) {
         list.push(v);
@@ -85,9 +90,9 @@ impl Plan {
             if let Some(d) = p.denoise {
                 widen(&mut params.denoise, d);
             }
-            widen(&mut params.cfg, p.cfg as f64);
-            widen(&mut params.ipa_weight, p.ipa_weight as f64);
-            widen(&mut params.ic_multiplier, p.ic_multiplier as f64);
+            widen(&mut params.cfg, shortest(p.cfg));
+            widen(&mut params.ipa_weight, shortest(p.ipa_weight));
+            widen(&mut params.ic_multiplier, shortest(p.ic_multiplier));
             add(&mut params.samplers, p.sampler.to_string());
             add(&mut params.schedulers, p.scheduler.to_string());
             add(&mut params.foregrounds, p.foreground.to_string());
@@ -178,5 +183,17 @@ impl Plan {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_parameters_keep_their_written_digits() {
+        assert_eq!(shortest(0.6), 0.6);
+        assert_eq!(shortest(0.18215), 0.18215);
+        assert_eq!(shortest(2.0), 2.0);
     }
 }
