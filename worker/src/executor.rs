@@ -96,10 +96,9 @@ impl SceneCache {
 }
 
 /// The sampler settings of a job (jobs with equal settings and size can share UNet calls).
-pub fn sampler_params(job: &JobSpec) -> Result<SamplerParams, JobError> {
+pub fn sampler_params(job: &JobSpec) -> SamplerParams {
     let p = &job.params;
-    let partial = Partial::from_options(p.t0, p.denoise);
-    Ok(SamplerParams { sampler: p.sampler, scheduler: p.scheduler, steps: p.steps, partial })
+    SamplerParams { sampler: p.sampler, scheduler: p.scheduler, steps: p.steps, partial: Partial::from_options(p.t0, p.denoise) }
 }
 
 /// Downloads and decodes what one job needs; a broken label fails the job here, before rendering.
@@ -211,10 +210,7 @@ fn gate(
     for k in 0..=plan.retries.len() {
         let current = if k == 0 { Cow::Borrowed(job) } else { Cow::Owned(job.with_qa_retry(k).expect("k within the plan's retries")) };
         if k > 0 {
-            let params = match sampler_params(&current) {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(e)),
-            };
+            let params = sampler_params(&current);
             let mut again = render_plain(pipeline, &params, &[(&*current, fetched)])?;
             *image = again.pop().expect("one image per job");
         }

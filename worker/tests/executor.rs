@@ -60,7 +60,7 @@ async fn renders_stages_and_classifies_failures() {
     assert!(failures.iter().any(|(s, e)| s.contains("F_Minami") && e.message.contains("label train/label/label/F_Minami_F_HA_0005.json is not valid JSON")));
 
     // Jobs of one spec share sampler settings apart from drawn strengths, so they batch together.
-    let params = executor::sampler_params(&ready[0].0).unwrap();
+    let params = executor::sampler_params(&ready[0].0);
     let staged = executor::render_and_stage(&mut pipeline, &params, &ready, &output).await;
     assert_eq!(staged.len(), 2);
     for (s, (_, _, key)) in staged.iter().zip(&ready) {

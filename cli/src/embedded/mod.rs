@@ -280,13 +280,9 @@ async fn worker_loop(shared: Shared, mut pipeline: Pipeline, worker: String, bat
                     continue;
                 }
             };
-            // Settings first: a job with unusable ones fails before its inputs are downloaded.
-            let fetched = match executor::sampler_params(&job) {
-                Ok(params) => executor::fetch(&job, &roots, &mut scenes).await.map(|f| (params, f)),
-                Err(e) => Err(e),
-            };
-            match fetched {
-                Ok((params, fetched)) => ready.push((lease.clone(), job, fetched, params)),
+            let params = executor::sampler_params(&job);
+            match executor::fetch(&job, &roots, &mut scenes).await {
+                Ok(fetched) => ready.push((lease.clone(), job, fetched, params)),
                 Err(e) => failures.push(fail(e.class, e.message)),
             }
         }

@@ -20,6 +20,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
+
+/// The manifest-claim statements read the same on both stores (only the timestamp binding differs).
+const RENEW_MANIFEST_CLAIM: &str = "UPDATE runs SET manifest_claimed_until = $3 WHERE id = $1 AND manifest_writer = $2";
+const END_MANIFEST_CLAIM: &str = "UPDATE runs SET manifest_writer = NULL, manifest_claimed_until = NULL, \
+     manifest_succeeded = COALESCE($3, manifest_succeeded), manifest_failed = COALESCE($4, manifest_failed) \
+     WHERE id = $1 AND manifest_writer = $2";
 use std::time::Duration;
 
 pub use postgres::PgStore;

@@ -497,7 +497,7 @@ impl Store for PgStore {
     }
 
     async fn renew_manifest_claim(&self, run: RunId, writer: &str, until: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query("UPDATE runs SET manifest_claimed_until = $3 WHERE id = $1 AND manifest_writer = $2")
+        let done = sqlx::query(super::RENEW_MANIFEST_CLAIM)
             .bind(run.0)
             .bind(writer)
             .bind(until)
@@ -508,18 +508,14 @@ impl Store for PgStore {
     }
 
     async fn end_manifest_claim(&self, run: RunId, writer: &str, written: Option<ManifestCounts>) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE runs SET manifest_writer = NULL, manifest_claimed_until = NULL, \
-             manifest_succeeded = COALESCE($3, manifest_succeeded), manifest_failed = COALESCE($4, manifest_failed) \
-             WHERE id = $1 AND manifest_writer = $2",
-        )
-        .bind(run.0)
-        .bind(writer)
-        .bind(written.map(|c| c.succeeded as i64))
-        .bind(written.map(|c| c.failed as i64))
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::db("ending a manifest claim"))?;
+        let done = sqlx::query(super::END_MANIFEST_CLAIM)
+            .bind(run.0)
+            .bind(writer)
+            .bind(written.map(|c| c.succeeded as i64))
+            .bind(written.map(|c| c.failed as i64))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("ending a manifest claim"))?;
         Ok(done.rows_affected() == 1)
     }
 }

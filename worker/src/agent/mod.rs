@@ -343,8 +343,7 @@ impl Fetcher {
 
     async fn prepare_one(&mut self, spec_json: &str, run_id: i64, sample_id: &str) -> Result<(JobSpec, Fetched, SamplerParams, Storage), JobError> {
         let spec = parse_spec(spec_json, sample_id)?;
-        // Settings first: a job with unusable ones fails before its inputs are downloaded.
-        let params = executor::sampler_params(&spec)?;
+        let params = executor::sampler_params(&spec);
         let run = self.runs.get(&run_id).cloned().ok_or_else(|| JobError {
             class: FailureClass::Retryable,
             message: format!("the coordinator leased job {sample_id} of run {run_id} without that run's storage locations"),
