@@ -351,7 +351,7 @@ async fn simulated_worker(
     loop {
         let started = Instant::now();
         let leased = client
-            .lease(pb::LeaseRequest { worker_id: worker_id.clone(), bundle_sha256: BUNDLE_SHA256.into(), max_jobs: batch })
+            .lease(pb::LeaseRequest { worker_id: worker_id.clone(), bundle_sha256: BUNDLE_SHA256.into(), max_jobs: batch, worker_name: worker_id.clone() })
             .await
             .context("Lease")?
             .into_inner();
@@ -390,7 +390,7 @@ async fn simulated_worker(
         stats.storage.push(staging_started.elapsed());
         let started = Instant::now();
         let answer = client
-            .complete(pb::CompleteRequest { worker_id: worker_id.clone(), bundle_name: "bench".into(), completions })
+            .complete(pb::CompleteRequest { worker_id: worker_id.clone(), bundle_name: "bench".into(), completions, worker_name: worker_id.clone() })
             .await
             .context("Complete")?
             .into_inner();

@@ -416,7 +416,7 @@ fn late_completion_from_an_expired_lease_is_rejected() {
 
         // A leases one job and goes silent (no heartbeat).
         let lease = client
-            .lease(req(&token, pb::LeaseRequest { worker_id: a.worker_id.clone(), bundle_sha256: bundle_sha.clone(), max_jobs: 1 }))
+            .lease(req(&token, pb::LeaseRequest { worker_id: a.worker_id.clone(), bundle_sha256: bundle_sha.clone(), max_jobs: 1, ..Default::default() }))
             .await
             .expect("lease as A")
             .into_inner();
@@ -434,7 +434,7 @@ fn late_completion_from_an_expired_lease_is_rejected() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let b_job = loop {
             let leased = client
-                .lease(req(&token, pb::LeaseRequest { worker_id: b.worker_id.clone(), bundle_sha256: bundle_sha.clone(), max_jobs: 100 }))
+                .lease(req(&token, pb::LeaseRequest { worker_id: b.worker_id.clone(), bundle_sha256: bundle_sha.clone(), max_jobs: 100, ..Default::default() }))
                 .await
                 .expect("lease as B")
                 .into_inner();
@@ -461,6 +461,7 @@ fn late_completion_from_an_expired_lease_is_rejected() {
                 &token,
                 pb::CompleteRequest {
                     worker_id: a.worker_id.clone(),
+                    worker_name: String::new(),
                     bundle_name: "tiny-fc".into(),
                     completions: vec![pb::Completion {
                         job_id: job.job_id,
@@ -683,8 +684,11 @@ fn lease_and_go_silent(farm: &Farm, name: &str, max_jobs: u32) -> Vec<(i64, i32)
             ..Default::default()
         };
         let worker = client.register(req(&token, register)).await.expect("register").into_inner();
-        let lease =
-            client.lease(req(&token, pb::LeaseRequest { worker_id: worker.worker_id, bundle_sha256: bundle_sha, max_jobs })).await.expect("lease").into_inner();
+        let lease = client
+            .lease(req(&token, pb::LeaseRequest { worker_id: worker.worker_id, bundle_sha256: bundle_sha, max_jobs, ..Default::default() }))
+            .await
+            .expect("lease")
+            .into_inner();
         lease.jobs.iter().map(|job| (job.job_id, job.attempt)).collect()
     })
 }

@@ -42,6 +42,7 @@ pub enum Event {
     RunSubmitted { run_id: i64, name: String, jobs: usize },
     RunChanged { run_id: i64, name: String, state: String },
     RunFinished { run_id: i64, name: String, succeeded: u64, failed: u64 },
+    WorkerQuarantined { run_id: i64, worker: String, failures: u32 },
 }
 
 struct Connection {

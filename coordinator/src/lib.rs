@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod manifest;
+pub mod quarantine;
 pub mod retry;
 pub mod runs;
 pub mod service;

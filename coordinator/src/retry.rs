@@ -17,11 +17,14 @@ pub struct RetryPolicy {
     /// Lost leases (worker died, network partition) tolerated before the job fails: it stops a
     /// job that crashes every worker it lands on from bouncing forever.
     pub max_lost: u32,
+    /// Retryable failures in a row after which a worker gets no more jobs of the run
+    /// ([`crate::quarantine`]); 0 never quarantines.
+    pub quarantine_after: u32,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, backoff_base: Duration::from_secs(10), backoff_max: Duration::from_secs(600), max_lost: 5 }
+        Self { max_attempts: 3, backoff_base: Duration::from_secs(10), backoff_max: Duration::from_secs(600), max_lost: 5, quarantine_after: 3 }
     }
 }
 
@@ -73,6 +76,11 @@ impl RetryPolicyBuilder {
         self
     }
 
+    pub fn quarantine_after(mut self, failures: u32) -> Self {
+        self.0.quarantine_after = failures;
+        self
+    }
+
     pub fn build(self) -> RetryPolicy {
         self.0
     }
@@ -120,6 +128,6 @@ mod tests {
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        assert_eq!(RetryPolicy::default(), RetryPolicy { max_attempts: 3, backoff_base: secs(10), backoff_max: secs(600), max_lost: 5 });
+        assert_eq!(RetryPolicy::default(), RetryPolicy { max_attempts: 3, backoff_base: secs(10), backoff_max: secs(600), max_lost: 5, quarantine_after: 3 });
     }
 }

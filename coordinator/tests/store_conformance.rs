@@ -62,6 +62,8 @@ conformance!(
     reaper_applies_each_runs_own_lost_lease_cap,
     manifest_write_is_claimed_by_one_writer_per_set_of_counts,
     concurrent_manifest_claims_have_one_winner,
+    a_retry_is_offered_to_other_workers_first,
+    a_worker_failing_in_a_row_is_quarantined_on_that_run_until_released,
 );
 
 const BUNDLE: &str = "bundle-a";
@@ -101,7 +103,7 @@ fn new_run(name: &str, priority: i32, shards: &[&str], jobs_per_shard: usize) ->
 }
 
 fn lease_request(worker: &str, max_jobs: u32, now: DateTime<Utc>) -> LeaseRequest {
-    LeaseRequest { worker_id: worker.to_string(), bundle_sha256: BUNDLE.to_string(), max_jobs, lease_duration: LEASE, now }
+    LeaseRequest { worker_id: worker.to_string(), worker_name: worker.to_string(), bundle_sha256: BUNDLE.to_string(), max_jobs, lease_duration: LEASE, now }
 }
 
 async fn lease<S: Store>(store: &S, worker: &str, max_jobs: u32, now: DateTime<Utc>) -> Vec<LeasedJob> {
@@ -326,7 +328,8 @@ async fn retryable_failure_requeues_with_backoff_until_exhausted<S: Store>(store
     assert_eq!(fail_one(&store, job, 1, FailureClass::Retryable, at(1)).await, Failure::Retry { backoff: Duration::from_secs(10) });
     assert_eq!(counts(&store, run).await, state_counts(1, 0, 0, 0, 0));
 
-    assert_eq!(lease(&store, "w1", 1, at(11)).await[0].attempt, Attempt(2));
+    // The retry goes to another worker (the one that failed it waits one more backoff).
+    assert_eq!(lease(&store, "w2", 1, at(11)).await[0].attempt, Attempt(2));
     assert_eq!(fail_one(&store, job, 2, FailureClass::Retryable, at(12)).await, Failure::Retry { backoff: Duration::from_secs(20) });
     assert!(lease(&store, "w1", 1, at(31)).await.is_empty());
 
@@ -614,4 +617,55 @@ async fn concurrent_manifest_claims_have_one_winner<S: Store>(store: S) {
     let claims: Vec<ManifestClaim> = futures_util::future::join_all(claims).await.into_iter().map(|claim| claim.unwrap()).collect();
     assert_eq!(claims.iter().filter(|claim| **claim == ManifestClaim::Claimed).count(), 1, "{claims:?}");
     assert!(claims.iter().all(|claim| matches!(claim, ManifestClaim::Claimed | ManifestClaim::Busy { .. })), "{claims:?}");
+}
+
+async fn a_retry_is_offered_to_other_workers_first<S: Store>(store: S) {
+    store.create_run(&new_run("relight", 0, &["m01"], 1), false, at(0)).await.unwrap();
+    let job = lease(&store, "w1", 1, at(0)).await[0].job;
+    // Backoff 10 s: queued again at 11, for other workers only until 21.
+    assert_eq!(fail_one(&store, job, 1, FailureClass::Retryable, at(1)).await, Failure::Retry { backoff: Duration::from_secs(10) });
+    assert!(lease(&store, "w1", 1, at(11)).await.is_empty(), "the worker that failed it waits while others may take it");
+    assert!(lease(&store, "w1", 1, at(20)).await.is_empty());
+    // With no other worker taking it, the same worker retries it after one more backoff.
+    assert_eq!(lease(&store, "w1", 1, at(21)).await[0].attempt, Attempt(2));
+    // Another worker gets it as soon as its backoff passes.
+    assert_eq!(fail_one(&store, job, 2, FailureClass::Retryable, at(22)).await, Failure::Retry { backoff: Duration::from_secs(20) });
+    assert!(lease(&store, "w1", 1, at(42)).await.is_empty());
+    assert_eq!(lease(&store, "w2", 1, at(42)).await[0].attempt, Attempt(3));
+}
+
+async fn a_worker_failing_in_a_row_is_quarantined_on_that_run_until_released<S: Store>(store: S) {
+    use acufarm_coordinator::quarantine::Outcomes;
+    let first = store.create_run(&new_run("first", 5, &["m01"], 4), false, at(0)).await.unwrap();
+    let second = store.create_run(&new_run("second", 0, &["m01"], 2), false, at(0)).await.unwrap();
+    let errors: Vec<String> = (1..=3).map(|i| format!("cannot upload output {i}: connection refused")).collect();
+    let record = |succeeded: u32, failures: &[String]| {
+        let (store, failures) = (store.clone(), failures.to_vec());
+        async move { store.record_worker_outcomes(first, "gpu-7", Outcomes { succeeded, retryable_failures: &failures }, 3, at(5)).await.unwrap() }
+    };
+    // Two failures, a success, two failures: never three in a row.
+    assert_eq!(record(0, &errors[..2]).await, None);
+    assert_eq!(record(1, &[]).await, None);
+    assert_eq!(record(0, &errors[..2]).await, None);
+    assert!(store.quarantined_workers(None).await.unwrap().is_empty());
+    // The third in a row quarantines, on this run only.
+    let quarantined = record(0, &errors[2..]).await.expect("the third failure in a row quarantines");
+    assert_eq!((quarantined.run, quarantined.worker.as_str(), quarantined.failures, quarantined.since), (first, "gpu-7", 3, at(5)));
+    assert_eq!(quarantined.errors, errors);
+    assert_eq!(store.quarantined_workers(Some(first)).await.unwrap(), std::slice::from_ref(&quarantined));
+    assert!(store.quarantined_workers(Some(second)).await.unwrap().is_empty());
+    assert_eq!(record(0, &errors[..1]).await, None, "a quarantine starts once");
+
+    // It gets only the other run's jobs, even though the first run has the higher priority;
+    // another worker still gets the first run's.
+    let leased = lease(&store, "gpu-7", 10, at(6)).await;
+    assert_eq!((leased.len(), leased.iter().all(|job| job.run == second)), (2, true), "{leased:?}");
+    assert_eq!(lease(&store, "gpu-2", 1, at(6)).await[0].run, first);
+
+    // Released (by name, on that run), it leases the first run's jobs again with a fresh streak.
+    assert!(store.release_worker("gpu-7", Some(second), at(7)).await.unwrap().is_empty(), "not quarantined there");
+    assert_eq!(store.release_worker("gpu-7", None, at(7)).await.unwrap(), [first]);
+    assert!(store.quarantined_workers(None).await.unwrap().is_empty());
+    assert_eq!(lease(&store, "gpu-7", 10, at(8)).await.len(), 3);
+    assert_eq!(record(0, &errors[..2]).await, None, "the streak starts again from zero");
 }

@@ -1,7 +1,9 @@
-//! The worker: the diffusion pipeline on ONNX Runtime (`pipeline`), the job executor shared with
-//! the embedded mode (`executor`), and the agent that pulls jobs from coordinators (`agent`).
+//! The worker: the diffusion pipeline on ONNX Runtime (`pipeline`), the job executor
+//! (`executor`), the one job loop (`jobloop`) with its job source over gRPC (`agent`; embedded
+//! mode's source over the store lives in the CLI), and the landmark-drift QA (`drift`).
 
 pub mod agent;
 pub mod drift;
 pub mod executor;
+pub mod jobloop;
 pub mod pipeline;

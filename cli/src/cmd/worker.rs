@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(async {
         // Signals first: a SIGTERM while the bundle loads is a clean stop, not a kill.
-        let shutdown = agent::Shutdown::install()?;
+        let shutdown = agent::Shutdown::install("acufarm worker").map_err(|e| agent::AgentError::Signals(e.to_string()))?;
         // Loading blocks this thread, which is not one of the runtime's workers.
         let pipeline = Pipeline::load(&args.bundle, &options)?;
         agent::run(pipeline, agent_options, shutdown).await.map_err(anyhow::Error::from)

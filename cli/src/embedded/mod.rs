@@ -4,25 +4,23 @@
 //! same command again after Ctrl-C or a crash finishes only what is left.
 
 mod progress;
+mod source;
 
-use acufarm_coordinator::runs::{self, Producer, StagedOutput};
+use acufarm_coordinator::runs;
 use acufarm_coordinator::service::retry_policy;
-use acufarm_coordinator::store::{CompletionRequest, FailureRequest, LeaseRequest};
 use acufarm_coordinator::{RetryPolicy, SqliteStore, Store, manifest};
-use acufarm_core::manifest::{BundleRef, ManifestRow};
-use acufarm_core::{FailureClass, JobSpec, RunSpec, resolve};
+use acufarm_core::manifest::BundleRef;
+use acufarm_core::{RunSpec, resolve};
 use acufarm_storage::Storage;
-use acufarm_worker::executor::{self, Roots, SceneCache};
+use acufarm_worker::jobloop::{self, LoopOptions, Shutdown};
 use acufarm_worker::pipeline::engine::{Pipeline, PipelineOptions};
 use acufarm_worker::pipeline::runtime::{self, RuntimeOptions};
 use anyhow::{Context, anyhow, bail};
 use chrono::Utc;
+use source::{LEASE, StoreSource};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How long an embedded worker holds a job before the lease counts as lost.
-const LEASE: Duration = Duration::from_secs(600);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,7 +29,8 @@ pub struct Args {
     /// Model bundle directory; its `name` must match the spec's `run.bundle` when that is set.
     #[arg(long)]
     bundle: PathBuf,
-    /// In-process workers, each with its own ONNX Runtime sessions.
+    /// In-process workers, each with its own ONNX Runtime sessions (one ONNX Runtime environment
+    /// for the process).
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Images per UNet call.
@@ -138,6 +137,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             // This process is the only worker of an embedded run: whatever is still leased was
             // held by a process that died, so take every lease back now.
             store.reap_expired(now + LEASE + Duration::from_secs(1)).await?;
+            // A new process is a new chance for every worker the last one quarantined.
+            for q in store.quarantined_workers(Some(run.id)).await? {
+                store.release_worker(&q.worker, Some(run.id), now).await?;
+            }
             output.clean_staging(Some(&spec.run.name)).await?;
             run.id
         }
@@ -170,25 +173,52 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         progress: progress.clone(),
     };
     let ticker = progress.clone().start();
-    let mut threads = Vec::new();
+    // Ctrl-C (or SIGTERM) drains: the jobs in hand finish, nothing more is leased, and running the
+    // same command again finishes the rest.
+    let shutdown = Shutdown::install("acufarm run").context("cannot listen for SIGTERM and SIGINT")?;
+    let mut loops = Vec::new();
     for (i, pipeline) in pipelines.into_iter().enumerate() {
-        let shared = shared.clone();
-        let batch = args.batch.max(1);
-        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(worker_loop(shared, pipeline, format!("embedded-{i}"), batch))
-        }));
+        let worker = format!("embedded-{i}");
+        let source = Arc::new(StoreSource::new(shared.clone(), worker.clone()));
+        let options = LoopOptions { worker, batch: args.batch.max(1) as usize };
+        loops.push(tokio::spawn(jobloop::run(source, pipeline, options, shutdown.clone())));
     }
     let mut first_error = None;
-    for t in threads {
-        if let Err(e) = t.join().map_err(|_| anyhow!("a worker thread panicked"))? {
-            first_error.get_or_insert(e);
+    for handle in loops {
+        match handle.await {
+            Ok(Ok(_batch)) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow!("a worker task stopped unexpectedly ({e})"));
+            }
         }
     }
     progress.finish();
     drop(ticker);
     if let Some(e) = first_error {
         return Err(e);
+    }
+    let status = store.run_status(run_id).await?;
+    let left = status.counts.queued + status.counts.leased;
+    if left > 0 && shutdown.is_draining() {
+        bail!(
+            "interrupted with {left} of {} jobs of run {} left; run the same command again to finish them (done jobs are kept)",
+            status.counts.total(),
+            spec.run.name
+        );
+    }
+    if left > 0 {
+        let quarantined = store.quarantined_workers(Some(run_id)).await?;
+        let reasons: Vec<String> =
+            quarantined.iter().map(|q| format!("{}: {}", q.worker, q.errors.last().map(String::as_str).unwrap_or("no message"))).collect();
+        bail!(
+            "every worker stopped after {} retryable failures in a row, with {left} jobs of run {} left ({}); fix the cause and run the same command again to finish them",
+            shared.policy.quarantine_after,
+            spec.run.name,
+            reasons.join("; ")
+        );
     }
 
     let status = store.run_status(run_id).await?;
@@ -232,115 +262,4 @@ async fn resolve_files(spec: &RunSpec, input: &Storage) -> anyhow::Result<resolv
         );
     }
     Ok(resolution)
-}
-
-/// One in-process worker: lease a batch, fetch, render, stage, commit, report; until no job is left.
-async fn worker_loop(shared: Shared, mut pipeline: Pipeline, worker: String, batch: u32) -> anyhow::Result<()> {
-    let roots = Roots { input: &shared.input, output: &shared.output, scenes: &shared.scenes };
-    let mut scenes = SceneCache::default();
-    loop {
-        let leased = shared
-            .store
-            .lease(&LeaseRequest {
-                worker_id: worker.clone(),
-                bundle_sha256: shared.bundle.sha256.clone(),
-                max_jobs: batch,
-                lease_duration: LEASE,
-                now: Utc::now(),
-            })
-            .await?;
-        if leased.is_empty() {
-            let status = shared.store.run_status(shared.run_id).await?;
-            if status.counts.queued == 0 && status.counts.leased == 0 {
-                return Ok(());
-            }
-            // Jobs wait out a retry backoff, or another worker holds them.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        let mut failures = Vec::new();
-        let mut ready = Vec::new();
-        for lease in &leased {
-            let fail = |class: FailureClass, message: String| FailureRequest { job: lease.job, attempt: lease.attempt, class, message };
-            let spec: serde_json::Value = match serde_json::from_str(&lease.spec) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    failures.push(fail(FailureClass::Permanent, format!("job spec of {} is not JSON ({e}); resubmit the run", lease.sample_id)));
-                    continue;
-                }
-            };
-            if let Some(error) = spec.get("error").and_then(|e| e.as_str()) {
-                failures.push(fail(FailureClass::Permanent, error.to_string()));
-                continue;
-            }
-            let job: JobSpec = match serde_json::from_value(spec) {
-                Ok(job) => job,
-                Err(e) => {
-                    failures.push(fail(FailureClass::Permanent, format!("job spec of {} cannot be read ({e}); resubmit the run", lease.sample_id)));
-                    continue;
-                }
-            };
-            let params = executor::sampler_params(&job);
-            match executor::fetch(&job, &roots, &mut scenes).await {
-                Ok(fetched) => ready.push((lease.clone(), job, fetched, params)),
-                Err(e) => failures.push(fail(e.class, e.message)),
-            }
-        }
-        // Jobs that share sampler settings and image size render together.
-        let mut completions = Vec::new();
-        while !ready.is_empty() {
-            let (lease, job, fetched, params) = ready.remove(0);
-            let size = fetched.source.rgb.dimensions();
-            let staging = |l: &acufarm_coordinator::store::LeasedJob| Storage::staging_key(&shared.run_name, l.job.0, l.attempt.0);
-            let mut leases = vec![lease.clone()];
-            let mut group = vec![(job, fetched, staging(&lease))];
-            let mut rest = Vec::new();
-            for (l, j, f, p) in ready {
-                if p == params && f.source.rgb.dimensions() == size {
-                    group.push((j, f, staging(&l)));
-                    leases.push(l);
-                } else {
-                    rest.push((l, j, f, p));
-                }
-            }
-            ready = rest;
-            let results = executor::render_and_stage(&mut pipeline, &params, &group, &shared.output).await;
-            for ((lease, (job, _, _)), result) in leases.iter().zip(&group).zip(results) {
-                let outcome = match result {
-                    Ok(staged) => commit(&shared, lease, job, staged, &worker).await,
-                    Err(e) => Err(e),
-                };
-                match outcome {
-                    Ok(row) => completions.push(CompletionRequest { job: lease.job, attempt: lease.attempt, result: serde_json::to_string(&row)? }),
-                    Err(e) => failures.push(FailureRequest { job: lease.job, attempt: lease.attempt, class: e.class, message: e.message }),
-                }
-            }
-        }
-        let done = completions.len() as u64 + failures.len() as u64;
-        if !completions.is_empty() {
-            shared.store.complete(&completions, Utc::now()).await?;
-        }
-        if !failures.is_empty() {
-            for f in &failures {
-                tracing::warn!(job = %f.job, class = f.class.as_str(), "{}", f.message);
-            }
-            shared.store.fail(&failures, &shared.policy, Utc::now()).await?;
-        }
-        shared.progress.add(done, failures.len() as u64);
-    }
-}
-
-/// Coordinator side of a completion: the same commit the farm's coordinator does.
-async fn commit(
-    shared: &Shared,
-    lease: &acufarm_coordinator::store::LeasedJob,
-    job: &JobSpec,
-    staged: executor::Staged,
-    worker: &str,
-) -> Result<ManifestRow, executor::JobError> {
-    let staged =
-        StagedOutput { staging_key: staged.staging_key, sha256: staged.sha256, source_sha256: staged.source_sha256, timings: staged.timings, qa: staged.qa };
-    let producer =
-        Producer { run: &shared.run_name, bundle: shared.bundle.clone(), worker, execution_provider: &shared.execution_provider, attempt: lease.attempt.0 };
-    Ok(runs::commit_output(&shared.input, &shared.output, job, &staged, producer).await?)
 }

@@ -80,6 +80,7 @@ impl<S: Store> AdminService<S> {
         let status = store.run_status(info.id).await.map_err(store_status)?;
         let failed =
             store.run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: Some(failures_limit) }).await.map_err(store_status)?;
+        let quarantined = store.quarantined_workers(Some(info.id)).await.map_err(store_status)?;
         let context = self.0.run_context(info.id).await.ok();
         let output_url = context.as_ref().map(|run| run.output_url.clone()).unwrap_or_default();
         // A finished run's QA summary, from the manifest summary the coordinator wrote.
@@ -120,6 +121,10 @@ impl<S: Store> AdminService<S> {
             output_url,
             rate_per_s: self.0.inner.events.rate(info.id.0, Utc::now().timestamp()).await,
             qa_json,
+            quarantined: quarantined
+                .into_iter()
+                .map(|q| pb::QuarantinedWorker { worker: q.worker, since_unix_ms: unix_ms(q.since), failures: q.failures, errors: q.errors })
+                .collect(),
         })
     }
 
@@ -320,5 +325,29 @@ impl<S: Store> Admin for AdminService<S> {
             };
             return Ok(Response::new(pb::WriteManifestResponse { rows, output_url: run.output_url.clone() }));
         }
+    }
+
+    async fn release_worker(&self, request: Request<pb::ReleaseWorkerRequest>) -> Result<Response<pb::ReleaseWorkerResponse>, Status> {
+        let request = request.into_inner();
+        if request.worker.trim().is_empty() {
+            return Err(Status::invalid_argument("no worker named; give the quarantined worker's name as `acufarm status` lists it"));
+        }
+        let store = &self.0.inner.store;
+        let run = if request.run.is_empty() { None } else { Some(self.find(&request.run).await?) };
+        let released = store.release_worker(&request.worker, run.as_ref().map(|run| run.id), Utc::now()).await.map_err(store_status)?;
+        if released.is_empty() {
+            let scope = run.as_ref().map_or_else(|| "any run".to_string(), |run| format!("run {}", run.name));
+            return Err(Status::not_found(format!(
+                "worker `{}` is not quarantined on {scope}; `acufarm status` lists the quarantined workers of each run",
+                request.worker
+            )));
+        }
+        let mut runs = Vec::with_capacity(released.len());
+        for id in released {
+            let name = store.run(id).await.map_err(store_status)?.name;
+            tracing::info!(worker = %request.worker, run = %name, "quarantine lifted by an operator");
+            runs.push(name);
+        }
+        Ok(Response::new(pb::ReleaseWorkerResponse { runs }))
     }
 }

@@ -82,6 +82,7 @@ pub fn retry_policy(spec: &RunSpec) -> RetryPolicy {
         .backoff_base(Duration::from_secs_f64(retry.backoff_base_s.max(0.0)))
         .backoff_max(Duration::from_secs_f64(retry.backoff_max_s.max(0.0)))
         .max_lost(retry.max_lost)
+        .quarantine_after(retry.quarantine_after)
         .build()
 }
 

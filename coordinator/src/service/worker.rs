@@ -4,6 +4,7 @@
 
 use super::{Coordinator, MAX_LEASE, RunContext, store_status, unix_ms};
 use crate::events::{Event, Presence};
+use crate::quarantine::Outcomes;
 use crate::runs::{self, Producer, StagedOutput};
 use crate::state::{Completion, Failure};
 use crate::store::{CompletionRequest, FailureRequest, JobAttempt, JobRecord, LeaseRequest, Store};
@@ -45,6 +46,12 @@ fn stale_detail(record: Option<&JobRecord>, attempt: Attempt, worker: &str) -> S
     }
 }
 
+/// The name a worker's failure streak and quarantine are kept under: the name it registered
+/// with, or its id when an older worker sends none.
+fn streak_name<'a>(name: &'a str, worker_id: &'a str) -> &'a str {
+    if name.is_empty() { worker_id } else { name }
+}
+
 /// Whether `attempt` of `worker` still holds the job's lease.
 fn holds(record: &JobRecord, attempt: Attempt, worker: &str) -> bool {
     record.state == JobState::Leased && record.attempt == attempt && record.leased_by.as_deref() == Some(worker)
@@ -53,6 +60,29 @@ fn holds(record: &JobRecord, attempt: Attempt, worker: &str) -> bool {
 impl<S: Store> WorkerService<S> {
     fn lease_duration(&self) -> std::time::Duration {
         self.0.inner.config.lease()
+    }
+
+    /// Applies a worker's report on a run to its failure streak; logs and announces a quarantine
+    /// it starts. A streak the database cannot record is logged, never fails the report.
+    async fn record_outcomes(&self, run: &RunContext, worker: &str, outcomes: Outcomes<'_>) {
+        let store = &self.0.inner.store;
+        match store.record_worker_outcomes(run.id, worker, outcomes, run.policy.quarantine_after, Utc::now()).await {
+            Ok(Some(q)) => {
+                tracing::warn!(
+                    run = %run.name,
+                    worker = %q.worker,
+                    failures = q.failures,
+                    last_error = q.errors.last().map(String::as_str).unwrap_or_default(),
+                    "worker quarantined on this run after {} retryable failures in a row; it gets no more of its jobs until `acufarm worker release {} --run {}`",
+                    q.failures,
+                    q.worker,
+                    run.name
+                );
+                self.0.inner.events.publish(&Event::WorkerQuarantined { run_id: run.id.0, worker: q.worker, failures: q.failures }).await;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(run = %run.name, worker, "cannot record the worker's failure streak: {error}"),
+        }
     }
 
     /// Records the failure of jobs whose staged output could not be committed, under each run's
@@ -120,6 +150,7 @@ impl<S: Store> Worker for WorkerService<S> {
             .store
             .lease(&LeaseRequest {
                 worker_id: request.worker_id.clone(),
+                worker_name: streak_name(&request.worker_name, &request.worker_id).to_string(),
                 bundle_sha256: request.bundle_sha256.clone(),
                 max_jobs: request.max_jobs.min(MAX_LEASE),
                 lease_duration: self.lease_duration(),
@@ -306,7 +337,11 @@ impl<S: Store> Worker for WorkerService<S> {
             answers[index] = Some(outcome(pb::Outcome::Stale, job, Attempt(completion.attempt), detail));
         }
         let now_s = Utc::now().timestamp();
+        let name = streak_name(&request.worker_name, worker);
         for (run, count) in succeeded {
+            if let Ok(context) = self.0.run_context(run).await {
+                self.record_outcomes(&context, name, Outcomes { succeeded: u32::try_from(count).unwrap_or(u32::MAX), retryable_failures: &[] }).await;
+            }
             self.0.touch(run);
             self.0.inner.events.count_done(run.0, count, now_s).await;
             self.0.inner.events.publish(&Event::JobsSucceeded { run_id: run.0, worker_id: worker.to_string(), jobs: count }).await;
@@ -336,6 +371,15 @@ impl<S: Store> Worker for WorkerService<S> {
             let run = self.0.run_context(run_id).await?;
             let requests: Vec<FailureRequest> = failures.iter().map(|(_, f)| f.clone()).collect();
             let reports = self.0.inner.store.fail(&requests, &run.policy, Utc::now()).await.map_err(store_status)?;
+            // Retryable failures the store took count against the worker; bad inputs and QA
+            // refusals say nothing about it.
+            let retryable: Vec<String> = requests
+                .iter()
+                .zip(&reports)
+                .filter(|(request, report)| request.class == FailureClass::Retryable && !matches!(report.outcome, Failure::Stale(_)))
+                .map(|(request, _)| request.message.clone())
+                .collect();
+            self.record_outcomes(&run, streak_name(&request.worker_name, worker), Outcomes { succeeded: 0, retryable_failures: &retryable }).await;
             let mut finished = 0;
             for ((index, request), report) in failures.iter().zip(reports) {
                 let (kind, detail) = match report.outcome {

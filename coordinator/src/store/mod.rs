@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::error::StoreError;
+use crate::quarantine::{Outcomes, Quarantined};
 use crate::retry::RetryPolicy;
 use crate::state::{self, Completion, Expiry, Failure, JobView, ShardState, Stale, StateCounts};
 use acufarm_core::{Attempt, FailureClass, JobId, JobState, RunId, ShardId};
@@ -26,6 +27,9 @@ const RENEW_MANIFEST_CLAIM: &str = "UPDATE runs SET manifest_claimed_until = $3 
 const END_MANIFEST_CLAIM: &str = "UPDATE runs SET manifest_writer = NULL, manifest_claimed_until = NULL, \
      manifest_succeeded = COALESCE($3, manifest_succeeded), manifest_failed = COALESCE($4, manifest_failed) \
      WHERE id = $1 AND manifest_writer = $2";
+/// Ends a worker's running failure streak on a run after a success (a quarantine stays).
+const RESET_STREAK: &str = "UPDATE run_workers SET failures = 0, errors = '[]', updated_at = $3 \
+     WHERE run_id = $1 AND worker = $2 AND quarantined_at IS NULL AND failures > 0";
 use std::time::Duration;
 
 pub use postgres::PgStore;
@@ -154,6 +158,8 @@ pub struct RunInfo {
 #[derive(Debug, Clone)]
 pub struct LeaseRequest {
     pub worker_id: String,
+    /// The name the worker registered with: runs that quarantined it are skipped.
+    pub worker_name: String,
     /// The bundle the worker has loaded; runs of other bundles are not offered.
     pub bundle_sha256: String,
     pub max_jobs: u32,
@@ -345,7 +351,9 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Claims up to `max_jobs` queued jobs of active runs with the worker's bundle whose
     /// `not_before` has passed: highest run priority first, then oldest job. Each claim increments
-    /// the job's attempt. Returned in that order.
+    /// the job's attempt. Returned in that order. Runs that quarantined the worker's name are
+    /// skipped, and a job whose last attempt failed retryably on this worker is left to other
+    /// workers for one more backoff after its own (then this worker may take it again).
     fn lease(&self, request: &LeaseRequest) -> impl Future<Output = Result<Vec<LeasedJob>>> + Send;
 
     /// Extends to `now + lease_duration` the leases `worker` still holds; returns those. A job
@@ -428,6 +436,24 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// The jobs of a run that pass `filter`, in id order.
     fn run_jobs(&self, run: RunId, filter: &JobFilter) -> impl Future<Output = Result<Vec<JobRecord>>> + Send;
+
+    /// Applies a worker's report on `run` to its failure streak ([`crate::quarantine::record`])
+    /// in one transaction; returns the quarantine when this report started it.
+    fn record_worker_outcomes(
+        &self,
+        run: RunId,
+        worker: &str,
+        outcomes: Outcomes<'_>,
+        quarantine_after: u32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Quarantined>>> + Send;
+
+    /// The quarantined workers of one run (of every run when `None`), by run, then name.
+    fn quarantined_workers(&self, run: Option<RunId>) -> impl Future<Output = Result<Vec<Quarantined>>> + Send;
+
+    /// Lifts the quarantine of `worker` on `run` (on every run when `None`), its streak cleared;
+    /// returns the runs it was lifted on.
+    fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<RunId>>> + Send;
 }
 
 /// Parses a failure class read from the database.
@@ -455,12 +481,33 @@ pub(crate) struct JobWrite<'a> {
     pub attempt_base: Option<Attempt>,
     /// JSON text of a new spec (resubmit).
     pub spec: Option<String>,
+    /// The worker whose attempt failed retryably, and until when the claim offers the job to
+    /// other workers only.
+    pub failed_by: Option<String>,
+    pub others_until: Option<DateTime<Utc>>,
 }
 
 impl JobWrite<'_> {
     fn new(id: JobId, state: JobState, view: &JobView) -> Self {
-        Self { id, state, lost: view.lost, not_before: None, result: None, failure_class: None, last_error: None, attempt_base: None, spec: None }
+        Self {
+            id,
+            state,
+            lost: view.lost,
+            not_before: None,
+            result: None,
+            failure_class: None,
+            last_error: None,
+            attempt_base: None,
+            spec: None,
+            failed_by: None,
+            others_until: None,
+        }
     }
+}
+
+/// A quarantine row's error list, stored as a JSON array of strings.
+pub(crate) fn parse_errors(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt { detail: format!("a worker's error list `{text}`: {error}") })
 }
 
 /// Tells apart why a manifest claim was refused, from the run's manifest columns read after it:
@@ -523,12 +570,18 @@ pub(crate) fn plan_fail(
                     Failure::Stale(_) => None,
                 };
                 if let Some(new_state) = new_state {
-                    let not_before = match outcome {
-                        Failure::Retry { backoff } => Some(now + chrono_duration(backoff)),
-                        _ => None,
+                    // A retry is offered to other workers first, for one more backoff.
+                    let (not_before, failed_by, others_until) = match outcome {
+                        Failure::Retry { backoff } => {
+                            let backoff = chrono_duration(backoff);
+                            (Some(now + backoff), view.holder.clone(), Some(now + backoff + backoff))
+                        }
+                        _ => (None, None, None),
                     };
                     writes.push(JobWrite {
                         not_before,
+                        failed_by,
+                        others_until,
                         failure_class: Some(request.class),
                         last_error: Some(request.message.clone()),
                         ..JobWrite::new(request.job, new_state, view)

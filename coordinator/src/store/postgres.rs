@@ -9,8 +9,9 @@ use super::{
     chrono_duration, column, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition, shard_statuses,
     succeeded_from_row, validate_new_run,
 };
-use super::{ManifestClaim, ManifestCounts, manifest_claim_from};
+use super::{ManifestClaim, ManifestCounts, RESET_STREAK, manifest_claim_from, parse_errors};
 use crate::error::{StoreError, redact_url};
+use crate::quarantine::{self, Outcomes, Quarantined, Streak};
 use crate::retry::RetryPolicy;
 use crate::state::{JobView, StateCounts};
 use acufarm_core::{Attempt, JobId, RunId, ShardId};
@@ -180,6 +181,8 @@ async fn write_jobs(tx: &mut Transaction<'_, Postgres>, writes: &[JobWrite<'_>],
         .bind(writes.iter().map(|write| write.last_error.clone()).collect::<Vec<_>>())
         .bind(writes.iter().map(|write| write.attempt_base.map(|attempt| attempt.0)).collect::<Vec<_>>())
         .bind(now)
+        .bind(writes.iter().map(|write| write.failed_by.as_deref()).collect::<Vec<_>>())
+        .bind(writes.iter().map(|write| write.others_until).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await
         .map_err(StoreError::db(operation))?;
@@ -280,6 +283,7 @@ impl Store for PgStore {
             .bind(i64::from(request.max_jobs))
             .bind(request.now)
             .bind(expires)
+            .bind(&request.worker_name)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db(OPERATION))?;
@@ -518,4 +522,99 @@ impl Store for PgStore {
             .map_err(StoreError::db("ending a manifest claim"))?;
         Ok(done.rows_affected() == 1)
     }
+    async fn record_worker_outcomes(
+        &self,
+        run: RunId,
+        worker: &str,
+        outcomes: Outcomes<'_>,
+        quarantine_after: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Quarantined>> {
+        const OPERATION: &str = "recording a worker's failure streak";
+        if outcomes.retryable_failures.is_empty() {
+            // Successes only (the common report): end a running streak in one statement.
+            if outcomes.succeeded > 0 {
+                sqlx::query(RESET_STREAK).bind(run.0).bind(worker).bind(now).execute(&self.pool).await.map_err(StoreError::db(OPERATION))?;
+            }
+            return Ok(None);
+        }
+        let mut tx = self.begin(OPERATION).await?;
+        sqlx::query("INSERT INTO run_workers (run_id, worker, updated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(run.0)
+            .bind(worker)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let row = sqlx::query("SELECT failures, errors::text AS errors, quarantined_at FROM run_workers WHERE run_id = $1 AND worker = $2 FOR UPDATE")
+            .bind(run.0)
+            .bind(worker)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let mut streak = streak_from_row(&row)?;
+        let started = quarantine::record(&mut streak, outcomes, quarantine_after, now);
+        sqlx::query("UPDATE run_workers SET failures = $3, errors = $4::json, quarantined_at = $5, updated_at = $6 WHERE run_id = $1 AND worker = $2")
+            .bind(run.0)
+            .bind(worker)
+            .bind(i32::try_from(streak.failures).unwrap_or(i32::MAX))
+            .bind(serde_json::Value::from(streak.errors.clone()).to_string())
+            .bind(streak.quarantined_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(started.then(|| Quarantined { run, worker: worker.to_string(), since: now, failures: streak.failures, errors: streak.errors }))
+    }
+
+    async fn quarantined_workers(&self, run: Option<RunId>) -> Result<Vec<Quarantined>> {
+        let rows = sqlx::query(
+            "SELECT run_id, worker, failures, errors::text AS errors, quarantined_at FROM run_workers \
+             WHERE quarantined_at IS NOT NULL AND ($1::bigint IS NULL OR run_id = $1) ORDER BY run_id, worker",
+        )
+        .bind(run.map(|run| run.0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("listing quarantined workers"))?;
+        rows.iter().map(quarantined_from_row).collect()
+    }
+
+    async fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> Result<Vec<RunId>> {
+        let mut released: Vec<RunId> = sqlx::query_scalar::<_, i64>(
+            "UPDATE run_workers SET failures = 0, errors = '[]', quarantined_at = NULL, updated_at = $3 \
+             WHERE worker = $1 AND quarantined_at IS NOT NULL AND ($2::bigint IS NULL OR run_id = $2) RETURNING run_id",
+        )
+        .bind(worker)
+        .bind(run.map(|run| run.0))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("releasing a quarantined worker"))?
+        .into_iter()
+        .map(RunId)
+        .collect();
+        released.sort();
+        Ok(released)
+    }
+}
+
+fn streak_from_row(row: &PgRow) -> Result<Streak> {
+    let failures: i32 = column(row, "failures")?;
+    Ok(Streak {
+        failures: u32::try_from(failures).map_err(|_| StoreError::Corrupt { detail: format!("a worker has failures = {failures}") })?,
+        errors: parse_errors(&column::<_, String>(row, "errors")?)?,
+        quarantined_at: column(row, "quarantined_at")?,
+    })
+}
+
+fn quarantined_from_row(row: &PgRow) -> Result<Quarantined> {
+    let streak = streak_from_row(row)?;
+    Ok(Quarantined {
+        run: RunId(column(row, "run_id")?),
+        worker: column(row, "worker")?,
+        since: streak.quarantined_at.ok_or_else(|| StoreError::Corrupt { detail: "a quarantined worker without its time".into() })?,
+        failures: streak.failures,
+        errors: streak.errors,
+    })
 }

@@ -6,10 +6,11 @@
 use super::{
     CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite, LeaseRequest, LeasedJob, ManifestClaim,
     ManifestCounts, NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store, SucceededStream, chrono_duration,
-    column, manifest_claim_from, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition, shard_statuses,
-    succeeded_from_row, validate_new_run,
+    column, manifest_claim_from, parse_errors, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition,
+    shard_statuses, succeeded_from_row, validate_new_run,
 };
 use crate::error::StoreError;
+use crate::quarantine::{self, Outcomes, Quarantined, Streak};
 use crate::retry::RetryPolicy;
 use crate::state::{JobView, StateCounts};
 use acufarm_core::{Attempt, JobId, RunId, ShardId};
@@ -34,6 +35,7 @@ const JOB_RECORDS: &str = include_str!("sql/sqlite/job_records.sql");
 const HAS_UNFINISHED: &str = include_str!("sql/sqlite/has_unfinished.sql");
 const RUN_JOBS: &str = include_str!("sql/sqlite/run_jobs.sql");
 const CLAIM_MANIFEST: &str = include_str!("sql/sqlite/claim_manifest.sql");
+const RESET_STREAK: &str = super::RESET_STREAK;
 const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, max_lost, state, created_at";
 
 #[derive(Debug, Clone)]
@@ -170,6 +172,8 @@ async fn write_jobs(tx: &mut Transaction<'_, Sqlite>, writes: &[JobWrite<'_>], n
             .bind(write.attempt_base.map(|attempt| attempt.0))
             .bind(write.spec.as_deref())
             .bind(&now)
+            .bind(write.failed_by.as_deref())
+            .bind(write.others_until.map(timestamp))
             .execute(&mut **tx)
             .await
             .map_err(StoreError::db(operation))?;
@@ -251,6 +255,8 @@ impl Store for SqliteStore {
             .bind(&request.bundle_sha256)
             .bind(timestamp(request.now))
             .bind(i64::from(request.max_jobs))
+            .bind(&request.worker_id)
+            .bind(&request.worker_name)
             .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::db(OPERATION))?;
@@ -505,6 +511,100 @@ impl Store for SqliteStore {
             .map_err(StoreError::db("ending a manifest claim"))?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn record_worker_outcomes(
+        &self,
+        run: RunId,
+        worker: &str,
+        outcomes: Outcomes<'_>,
+        quarantine_after: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Quarantined>> {
+        const OPERATION: &str = "recording a worker's failure streak";
+        if outcomes.retryable_failures.is_empty() {
+            // Successes only (the common report): end a running streak in one statement.
+            if outcomes.succeeded > 0 {
+                sqlx::query(RESET_STREAK).bind(run.0).bind(worker).bind(timestamp(now)).execute(&self.pool).await.map_err(StoreError::db(OPERATION))?;
+            }
+            return Ok(None);
+        }
+        let mut tx = self.begin_write(OPERATION).await?;
+        let row = sqlx::query("SELECT failures, errors, quarantined_at FROM run_workers WHERE run_id = $1 AND worker = $2")
+            .bind(run.0)
+            .bind(worker)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(OPERATION))?;
+        let mut streak = row.as_ref().map(streak_from_row).transpose()?.unwrap_or_default();
+        let started = quarantine::record(&mut streak, outcomes, quarantine_after, now);
+        sqlx::query(
+            "INSERT INTO run_workers (run_id, worker, failures, errors, quarantined_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (run_id, worker) DO UPDATE SET failures = excluded.failures, errors = excluded.errors, \
+             quarantined_at = excluded.quarantined_at, updated_at = excluded.updated_at",
+        )
+        .bind(run.0)
+        .bind(worker)
+        .bind(i64::from(streak.failures))
+        .bind(serde_json::Value::from(streak.errors.clone()).to_string())
+        .bind(streak.quarantined_at.map(timestamp))
+        .bind(timestamp(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(OPERATION))?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        Ok(started.then(|| Quarantined { run, worker: worker.to_string(), since: now, failures: streak.failures, errors: streak.errors }))
+    }
+
+    async fn quarantined_workers(&self, run: Option<RunId>) -> Result<Vec<Quarantined>> {
+        let rows = sqlx::query(
+            "SELECT run_id, worker, failures, errors, quarantined_at FROM run_workers \
+             WHERE quarantined_at IS NOT NULL AND ($1 IS NULL OR run_id = $1) ORDER BY run_id, worker",
+        )
+        .bind(run.map(|run| run.0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("listing quarantined workers"))?;
+        rows.iter().map(quarantined_from_row).collect()
+    }
+
+    async fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> Result<Vec<RunId>> {
+        const OPERATION: &str = "releasing a quarantined worker";
+        let mut tx = self.begin_write(OPERATION).await?;
+        let released: Vec<i64> = sqlx::query_scalar(
+            "UPDATE run_workers SET failures = 0, errors = '[]', quarantined_at = NULL, updated_at = $3 \
+             WHERE worker = $1 AND quarantined_at IS NOT NULL AND ($2 IS NULL OR run_id = $2) RETURNING run_id",
+        )
+        .bind(worker)
+        .bind(run.map(|run| run.0))
+        .bind(timestamp(now))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::db(OPERATION))?;
+        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        let mut released: Vec<RunId> = released.into_iter().map(RunId).collect();
+        released.sort();
+        Ok(released)
+    }
+}
+
+fn streak_from_row(row: &SqliteRow) -> Result<Streak> {
+    let failures: i64 = column(row, "failures")?;
+    Ok(Streak {
+        failures: u32::try_from(failures).map_err(|_| StoreError::Corrupt { detail: format!("a worker has failures = {failures}") })?,
+        errors: parse_errors(&column::<_, String>(row, "errors")?)?,
+        quarantined_at: column::<_, Option<String>>(row, "quarantined_at")?.as_deref().map(parse_timestamp).transpose()?,
+    })
+}
+
+fn quarantined_from_row(row: &SqliteRow) -> Result<Quarantined> {
+    let streak = streak_from_row(row)?;
+    Ok(Quarantined {
+        run: RunId(column(row, "run_id")?),
+        worker: column(row, "worker")?,
+        since: streak.quarantined_at.ok_or_else(|| StoreError::Corrupt { detail: "a quarantined worker without its time".into() })?,
+        failures: streak.failures,
+        errors: streak.errors,
+    })
 }
 
 fn record_from_row(row: &SqliteRow) -> Result<JobRecord> {

@@ -260,6 +260,10 @@ pub struct RetrySection {
     /// Expired leases (worker lost) a job may suffer before it fails; they do not use attempts.
     #[serde(default = "default_max_lost")]
     pub max_lost: u32,
+    /// Retryable failures in a row (worker or storage errors, not bad inputs or QA) after which a
+    /// worker gets no more jobs of this run until an operator releases it; 0 never quarantines.
+    #[serde(default = "default_quarantine_after")]
+    pub quarantine_after: u32,
 }
 
 fn default_max_attempts() -> u32 {
@@ -274,6 +278,9 @@ fn default_backoff_max() -> f64 {
 fn default_max_lost() -> u32 {
     5
 }
+fn default_quarantine_after() -> u32 {
+    3
+}
 
 impl Default for RetrySection {
     fn default() -> Self {
@@ -282,6 +289,7 @@ impl Default for RetrySection {
             backoff_base_s: default_backoff_base(),
             backoff_max_s: default_backoff_max(),
             max_lost: default_max_lost(),
+            quarantine_after: default_quarantine_after(),
         }
     }
 }

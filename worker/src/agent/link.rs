@@ -4,7 +4,7 @@
 
 use super::AgentError;
 use super::credentials::{ClientTls, Token, tls_failure};
-use super::plan::{Backoff, Pacer};
+use crate::jobloop::plan::{Backoff, Pacer};
 use acufarm_proto::worker_client::WorkerClient;
 use acufarm_proto::{RegisterRequest, RegisterResponse};
 use std::future::Future;

@@ -4,7 +4,9 @@
 -- disjoint jobs instead of waiting; the outer query keeps the best $3 by run priority, then age.
 -- Walking runs first keeps a paused or other-bundle run with a million queued jobs from being
 -- scanned. Rows locked but not kept are released when the statement ends.
--- $4 = now, $5 = lease expiry.
+-- $4 = now, $5 = lease expiry, $6 = the worker's name: a run that quarantined it is skipped
+-- (quarantine.rs). A job whose last attempt failed on this worker ($1) is left to other workers
+-- until its `others_until`.
 WITH picked AS (
     SELECT candidate.id, runs.priority
     FROM runs
@@ -17,12 +19,17 @@ WITH picked AS (
         WHERE jobs.run_id >= runs.id AND jobs.run_id <= runs.id
           AND jobs.state = 'queued'
           AND jobs.not_before <= $4
+          AND (jobs.failed_by IS DISTINCT FROM $1 OR jobs.others_until <= $4)
         ORDER BY jobs.run_id, jobs.id
         LIMIT $3
         FOR UPDATE SKIP LOCKED
     ) AS candidate
     WHERE runs.state = 'active'
       AND runs.bundle_sha256 = $2
+      AND NOT EXISTS (
+          SELECT 1 FROM run_workers
+          WHERE run_workers.run_id = runs.id AND run_workers.worker = $6 AND run_workers.quarantined_at IS NOT NULL
+      )
     ORDER BY runs.priority DESC, candidate.id
     LIMIT $3
 )
