@@ -37,8 +37,8 @@ enum Command {
     Landmarks(cmd::drift::LandmarksArgs),
     /// Re-hash a run's outputs against its manifest and report every difference.
     Verify(cmd::verify::Args),
-    /// Run a GPU worker that pulls jobs from one or more coordinators.
-    Worker(cmd::worker::Args),
+    /// Run a GPU worker that pulls jobs from one or more coordinators (or `worker release NAME`).
+    Worker(cmd::worker::Command),
     /// Serve the farm: the gRPC service workers and operators talk to (PostgreSQL + Redis).
     Coordinator(cmd::coordinator::Args),
     /// Submit a run spec to a coordinator.
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         Command::Drift(args) => cmd::drift::drift(args),
         Command::Landmarks(args) => cmd::drift::landmarks(args),
         Command::Verify(args) => cmd::verify::run(args),
-        Command::Worker(args) => cmd::worker::run(args),
+        Command::Worker(args) => cmd::worker::command(args),
         Command::Coordinator(args) => cmd::coordinator::run(args),
         Command::Submit(args) => cmd::admin::submit(args),
         Command::Status(args) => cmd::admin::status(args),

@@ -108,6 +108,29 @@ pub fn shipped_url(output_url: &str, run: &str) -> String {
     format!("{}/{SHIPPED}/{run}", output_url.trim_end_matches('/'))
 }
 
+/// How long an S3 request is retried (transient errors, a refused or timed-out connection) before
+/// it fails: `ACUFARM_S3_MAX_RETRIES` (default 10) and `ACUFARM_S3_RETRY_TIMEOUT_S` (default 180),
+/// object_store's own defaults. A worker that should give up on a dead endpoint quickly (so its
+/// jobs go to healthy workers) sets them low.
+fn s3_retry() -> Result<object_store::RetryConfig, String> {
+    fn var<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
+        match std::env::var(name) {
+            Ok(text) if !text.trim().is_empty() => {
+                text.trim().parse().map(Some).map_err(|_| format!("{name} = `{text}` is not a whole number; set it to a count (retries) or seconds"))
+            }
+            _ => Ok(None),
+        }
+    }
+    let mut retry = object_store::RetryConfig::default();
+    if let Some(max) = var::<usize>("ACUFARM_S3_MAX_RETRIES")? {
+        retry.max_retries = max;
+    }
+    if let Some(seconds) = var::<u64>("ACUFARM_S3_RETRY_TIMEOUT_S")? {
+        retry.retry_timeout = std::time::Duration::from_secs(seconds);
+    }
+    Ok(retry)
+}
+
 impl Storage {
     /// Opens `file:///abs`, `file://relative` (to the working directory) or `s3://bucket/prefix`.
     /// A local root is created if missing.
@@ -136,7 +159,7 @@ impl Storage {
             if bucket.is_empty() {
                 return Err(bad("no bucket name"));
             }
-            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(s3_retry().map_err(|e| open_err(&e))?);
             for (key, value) in s3_options {
                 let key = key.parse::<object_store::aws::AmazonS3ConfigKey>().map_err(|e| open_err(&e))?;
                 builder = builder.with_config(key, value);

@@ -1,5 +1,5 @@
 //! Operator commands against a running coordinator: submit, status, resubmit, cancel, pause,
-//! resume. Each prints one line a person can read (or JSON with `status --json`) and turns a
+//! resume, worker release. Each prints one line a person can read (or JSON with `status --json`) and turns a
 //! refusal into the coordinator's sentence.
 
 use acufarm_proto::admin_client::AdminClient;
@@ -232,6 +232,12 @@ fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
                     "message": job.message,
                     "attempt": job.attempt,
                 })).collect::<Vec<_>>(),
+                "quarantined": run.quarantined.iter().map(|q| json!({
+                    "worker": q.worker,
+                    "since_unix_ms": q.since_unix_ms,
+                    "failures": q.failures,
+                    "errors": q.errors,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -260,6 +266,15 @@ fn print_status(status: &pb::StatusResponse) {
         }
         for job in &run.failures {
             println!("  failed {} (shard {}, attempt {}): {}", job.sample_id, job.shard, job.attempt, job.message);
+        }
+        for q in &run.quarantined {
+            println!(
+                "  quarantined worker {} after {} retryable failures in a row (lift: acufarm worker release {} --run {}):",
+                q.worker, q.failures, q.worker, run.name
+            );
+            for error in &q.errors {
+                println!("    {error}");
+            }
         }
         if let Ok(qa) = serde_json::from_str::<acufarm_core::qa::QaSummary>(&run.qa_json) {
             for line in acufarm_core::qa::describe(&qa).lines() {
@@ -374,6 +389,35 @@ pub fn change(args: RunArgs, action: &str) -> anyhow::Result<()> {
             println!("{}", json!({"run": args.run, "state": answer.state}));
         } else {
             println!("run {} is now {}", args.run, answer.state);
+        }
+        Ok(())
+    })
+}
+
+#[derive(clap::Args)]
+pub struct ReleaseArgs {
+    /// The quarantined worker's name, as `acufarm status` lists it.
+    worker: String,
+    /// Only on this run (default: every run that quarantined it).
+    #[arg(long)]
+    run: Option<String>,
+    /// Print the runs it was released on as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `worker release`: lifts a worker's quarantine so it gets the run's jobs again.
+pub fn release(args: ReleaseArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.connection).await?;
+        let request = pb::ReleaseWorkerRequest { worker: args.worker.clone(), run: args.run.clone().unwrap_or_default() };
+        let answer = client.release_worker(request).await.map_err(refused)?.into_inner();
+        if args.json {
+            println!("{}", json!({"worker": args.worker, "released_on": answer.runs}));
+        } else {
+            println!("worker {} released on {}: it gets their jobs again", args.worker, answer.runs.join(", "));
         }
         Ok(())
     })

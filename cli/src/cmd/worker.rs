@@ -7,14 +7,30 @@ use acufarm_worker::pipeline::runtime::{self, RuntimeOptions};
 use anyhow::bail;
 use std::path::PathBuf;
 
+/// `acufarm worker …`: run a worker, or (`worker release`) lift a worker's quarantine.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Command {
+    #[command(subcommand)]
+    action: Option<Action>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Lift a worker's quarantine (after `[retry] quarantine_after` failures in a row) so it gets the run's jobs again.
+    Release(super::admin::ReleaseArgs),
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Coordinator URLs, comma-separated, tried in order, e.g. https://10.0.0.5:7171 (default: $ACUFARM_COORDINATOR).
     #[arg(long, value_name = "URL[,URL…]")]
     coordinator: Option<String>,
     /// Model bundle directory; the worker gets the jobs of runs submitted for this bundle.
-    #[arg(long)]
-    bundle: PathBuf,
+    #[arg(long, required = true)]
+    bundle: Option<PathBuf>,
     /// Execution providers in priority order, e.g. tensorrt,cuda,cpu.
     #[arg(long, default_value = "cpu")]
     ep: String,
@@ -36,7 +52,15 @@ fn arg_or_env(arg: Option<String>, var: &str) -> Option<String> {
     arg.or_else(|| std::env::var(var).ok()).filter(|v| !v.trim().is_empty())
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn command(command: Command) -> anyhow::Result<()> {
+    match command.action {
+        Some(Action::Release(args)) => super::admin::release(args),
+        None => run(command.args),
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let Some(bundle) = args.bundle else { bail!("no model bundle given; pass --bundle DIR") };
     // Cheap checks first, then the bundle, then the network.
     let coordinators = agent::parse_endpoints(&arg_or_env(args.coordinator, "ACUFARM_COORDINATOR").unwrap_or_default())?;
     let (token, tls) = (args.client.token(), args.client.tls());
@@ -58,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Signals first: a SIGTERM while the bundle loads is a clean stop, not a kill.
         let shutdown = agent::Shutdown::install("acufarm worker").map_err(|e| agent::AgentError::Signals(e.to_string()))?;
         // Loading blocks this thread, which is not one of the runtime's workers.
-        let pipeline = Pipeline::load(&args.bundle, &options)?;
+        let pipeline = Pipeline::load(&bundle, &options)?;
         agent::run(pipeline, agent_options, shutdown).await.map_err(anyhow::Error::from)
     });
     // A render still running on its thread after a fatal error is not waited for.

@@ -194,8 +194,14 @@ impl Farm {
 
     /// Starts `acufarm worker` without waiting for it; the caller owns the process.
     pub fn spawn_worker(&self, name: &str, bundle_name: &str, batch: u32, token: &str) -> Proc {
+        self.spawn_worker_env(name, bundle_name, batch, token, &[])
+    }
+
+    /// Like `spawn_worker`, with environment variables of its own on top of the farm's.
+    pub fn spawn_worker_env(&self, name: &str, bundle_name: &str, batch: u32, token: &str, env: &[(&str, String)]) -> Proc {
         let mut cmd = self.command(&["worker", "--coordinator", &self.url(), "--bundle"]);
         cmd.arg(bundle(bundle_name)).args(["--batch", &batch.to_string(), "--name", name, "--threads", "1"]).env("ACUFARM_TOKEN", token);
+        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Proc::spawn(name, cmd, self.log_dir())
     }
 
