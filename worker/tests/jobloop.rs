@@ -128,15 +128,15 @@ async fn out_of_memory_halves_the_batch_and_renders_the_same_jobs_again_until_th
     let calls = calls.lock().unwrap().clone();
     assert_eq!(&calls[..3], [4, 2, 1], "the first lease's 4 good jobs: one call of 4, then of 2, then single calls: {calls:?}");
     assert!(calls[3..].iter().all(|&n| n == 1), "{calls:?}");
-    let completed = source.completed.lock().unwrap();
+    let completed = std::mem::take(&mut *source.completed.lock().unwrap());
     let mut done: Vec<i64> = completed.iter().map(|(job, _)| job.key.0).collect();
     done.sort();
     assert_eq!(done, [1, 2, 3, 4], "every rendered job is reported once");
-    for (job, staged) in completed.iter() {
+    for (job, staged) in &completed {
         assert_eq!(staged.staging_key, job.staging_key);
         assert_eq!(output.sha256(&staged.staging_key).await.unwrap(), staged.sha256);
     }
-    let failed = source.failed.lock().unwrap();
+    let failed = std::mem::take(&mut *source.failed.lock().unwrap());
     let mut classes: Vec<(i64, FailureClass)> = failed.iter().map(|(job, e)| (job.key.0, e.class)).collect();
     classes.sort_by_key(|(key, _)| *key);
     assert_eq!(classes, [(5, FailureClass::Permanent), (99, FailureClass::Permanent)], "{failed:?}");

@@ -505,6 +505,12 @@ impl JobWrite<'_> {
     }
 }
 
+/// A quarantined worker from its row (only rows with `quarantined_at` are asked for).
+pub(crate) fn quarantined(run: RunId, worker: String, streak: crate::quarantine::Streak) -> Result<Quarantined> {
+    let since = streak.quarantined_at.ok_or_else(|| StoreError::Corrupt { detail: format!("worker {worker} is listed as quarantined without a time") })?;
+    Ok(Quarantined { run, worker, since, failures: streak.failures, errors: streak.errors })
+}
+
 /// A quarantine row's error list, stored as a JSON array of strings.
 pub(crate) fn parse_errors(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|error| StoreError::Corrupt { detail: format!("a worker's error list `{text}`: {error}") })

@@ -9,7 +9,7 @@ use super::{
     chrono_duration, column, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition, shard_statuses,
     succeeded_from_row, validate_new_run,
 };
-use super::{ManifestClaim, ManifestCounts, RESET_STREAK, manifest_claim_from, parse_errors};
+use super::{ManifestClaim, ManifestCounts, RESET_STREAK, manifest_claim_from, parse_errors, quarantined};
 use crate::error::{StoreError, redact_url};
 use crate::quarantine::{self, Outcomes, Quarantined, Streak};
 use crate::retry::RetryPolicy;
@@ -522,6 +522,7 @@ impl Store for PgStore {
             .map_err(StoreError::db("ending a manifest claim"))?;
         Ok(done.rows_affected() == 1)
     }
+
     async fn record_worker_outcomes(
         &self,
         run: RunId,
@@ -609,12 +610,5 @@ fn streak_from_row(row: &PgRow) -> Result<Streak> {
 }
 
 fn quarantined_from_row(row: &PgRow) -> Result<Quarantined> {
-    let streak = streak_from_row(row)?;
-    Ok(Quarantined {
-        run: RunId(column(row, "run_id")?),
-        worker: column(row, "worker")?,
-        since: streak.quarantined_at.ok_or_else(|| StoreError::Corrupt { detail: "a quarantined worker without its time".into() })?,
-        failures: streak.failures,
-        errors: streak.errors,
-    })
+    quarantined(RunId(column(row, "run_id")?), column(row, "worker")?, streak_from_row(row)?)
 }

@@ -6,8 +6,8 @@
 use super::{
     CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite, LeaseRequest, LeasedJob, ManifestClaim,
     ManifestCounts, NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store, SucceededStream, chrono_duration,
-    column, manifest_claim_from, parse_errors, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition,
-    shard_statuses, succeeded_from_row, validate_new_run,
+    column, manifest_claim_from, parse_errors, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, quarantined,
+    run_transition, shard_statuses, succeeded_from_row, validate_new_run,
 };
 use crate::error::StoreError;
 use crate::quarantine::{self, Outcomes, Quarantined, Streak};
@@ -597,14 +597,7 @@ fn streak_from_row(row: &SqliteRow) -> Result<Streak> {
 }
 
 fn quarantined_from_row(row: &SqliteRow) -> Result<Quarantined> {
-    let streak = streak_from_row(row)?;
-    Ok(Quarantined {
-        run: RunId(column(row, "run_id")?),
-        worker: column(row, "worker")?,
-        since: streak.quarantined_at.ok_or_else(|| StoreError::Corrupt { detail: "a quarantined worker without its time".into() })?,
-        failures: streak.failures,
-        errors: streak.errors,
-    })
+    quarantined(RunId(column(row, "run_id")?), column(row, "worker")?, streak_from_row(row)?)
 }
 
 fn record_from_row(row: &SqliteRow) -> Result<JobRecord> {
