@@ -3,6 +3,7 @@
 //! in a row, the run completes on the healthy workers with nothing lost, `status` shows the
 //! quarantine with its errors, and `acufarm worker release` lifts it.
 
+#[allow(dead_code)] // each test binary uses a part of the shared harness
 mod support;
 
 use serde_json::Value;
