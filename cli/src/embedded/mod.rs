@@ -5,6 +5,8 @@
 
 mod progress;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use acufarm_coordinator::runs;
 use acufarm_coordinator::service::retry_policy;
