@@ -167,9 +167,22 @@ impl Farm {
 
     /// Starts a coordinator on the farm's port (again, after a kill) and waits until it listens.
     pub fn start_coordinator(&mut self) {
+        let port = self.port;
+        self.start_coordinator_on("coordinator", port);
+    }
+
+    /// Starts a second coordinator (a replica on the same PostgreSQL and Redis) on a port of its
+    /// own; returns its URL. It is kept in `coordinators` after the first.
+    pub fn start_replica(&mut self) -> String {
+        let port = services::free_port();
+        self.start_coordinator_on("replica", port);
+        format!("{}://127.0.0.1:{port}", if self.https { "https" } else { "http" })
+    }
+
+    fn start_coordinator_on(&mut self, name: &str, port: u16) {
         let mut cmd = self.command(&["coordinator"]);
         let t = self.timing;
-        cmd.env("ACUFARM_LISTEN", format!("127.0.0.1:{}", self.port))
+        cmd.env("ACUFARM_LISTEN", format!("127.0.0.1:{port}"))
             .env("ACUFARM_DATABASE_URL", self.pg.url())
             .env("ACUFARM_REDIS_URL", self.redis.url())
             .env("ACUFARM_REDIS_PREFIX", "e2e")
@@ -178,11 +191,11 @@ impl Farm {
             .env("ACUFARM_HEARTBEAT_SECONDS", t.heartbeat_s.to_string())
             .env("ACUFARM_REAP_INTERVAL_SECONDS", t.reap_s.to_string());
         cmd.envs(self.coordinator_env.iter().map(|(k, v)| (k, v)));
-        let mut proc = Proc::spawn("coordinator", cmd, self.log_dir());
+        let mut proc = Proc::spawn(name, cmd, self.log_dir());
         let ready = proc.wait_for_line("acufarm coordinator: listening on", Duration::from_secs(60));
         self.coordinators.push(proc);
         match ready {
-            Ok(line) => assert!(line.contains(&format!("127.0.0.1:{}", self.port)), "coordinator listens elsewhere: {line}"),
+            Ok(line) => assert!(line.contains(&format!("127.0.0.1:{port}")), "coordinator listens elsewhere: {line}"),
             Err(e) => self.fail(&format!("the coordinator did not come up: {e}")),
         }
     }
@@ -199,7 +212,12 @@ impl Farm {
 
     /// Like `spawn_worker`, with environment variables of its own on top of the farm's.
     pub fn spawn_worker_env(&self, name: &str, bundle_name: &str, batch: u32, token: &str, env: &[(&str, String)]) -> Proc {
-        let mut cmd = self.command(&["worker", "--coordinator", &self.url(), "--bundle"]);
+        self.spawn_worker_to(&self.url(), name, bundle_name, batch, token, env)
+    }
+
+    /// Like `spawn_worker_env`, pointed at the coordinator URL(s) `url`.
+    pub fn spawn_worker_to(&self, url: &str, name: &str, bundle_name: &str, batch: u32, token: &str, env: &[(&str, String)]) -> Proc {
+        let mut cmd = self.command(&["worker", "--coordinator", url, "--bundle"]);
         cmd.arg(bundle(bundle_name)).args(["--batch", &batch.to_string(), "--name", name, "--threads", "1"]).env("ACUFARM_TOKEN", token);
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Proc::spawn(name, cmd, self.log_dir())

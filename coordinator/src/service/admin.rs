@@ -309,7 +309,10 @@ impl<S: Store> Admin for AdminService<S> {
                 .await
                 .map_err(|e| if e.is_retryable() { Status::unavailable(e.to_string()) } else { Status::failed_precondition(e.to_string()) })?;
             let rows = match written {
-                Written::Now(summary) => summary.outputs as u64,
+                Written::Now(summary) => {
+                    tracing::info!(run = %info.name, rows = summary.outputs, "manifest written on request");
+                    summary.outputs as u64
+                }
                 Written::Current => counts.succeeded,
                 Written::Busy if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
