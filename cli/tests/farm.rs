@@ -8,6 +8,7 @@
 //! nextest runs them in parallel processes. A failing test prints the tail of every process's
 //! log and keeps the log folder.
 
+#[allow(dead_code)] // each test binary uses a part of the shared harness
 mod support;
 
 use acufarm_proto::v1 as pb;
