@@ -90,12 +90,12 @@ fn a_tls_farm_serves_workers_and_the_cli_over_https_with_postgres_and_redis_over
     assert!(redis.url().starts_with("rediss://") && pg.url().contains("sslmode=verify-full"));
 
     let clients = vec![pair("ACUFARM_CA_CERT", &pki.ca), pair("ACUFARM_CLIENT_CERT", &pki.client_cert), pair("ACUFARM_CLIENT_KEY", &pki.client_key)];
-    // The coordinator trusts the test CA for Redis through the system-roots override rustls reads.
+    // The coordinator trusts the test CA for Redis through redis_ca_cert.
     let coordinator = vec![
         pair("ACUFARM_TLS_CERT", &pki.server_cert),
         pair("ACUFARM_TLS_KEY", &pki.server_key),
         pair("ACUFARM_TLS_CLIENT_CA", &pki.ca),
-        pair("SSL_CERT_FILE", &pki.ca),
+        pair("ACUFARM_REDIS_CA_CERT", &pki.ca),
     ];
     let mut farm = Farm::start_with(clients, FAST, redis, pg, coordinator, true);
     let line = farm.coordinators[0].wait_for_line("acufarm coordinator: listening on", Duration::from_secs(1)).unwrap();

@@ -75,6 +75,9 @@ pub struct Config {
     pub redis_url_file: Option<PathBuf>,
     /// Prefix of every Redis key and channel, so several farms can share one Redis.
     pub redis_prefix: String,
+    /// PEM CA certificate a `rediss://` server's certificate is signed by (default: the system's
+    /// roots).
+    pub redis_ca_cert: Option<PathBuf>,
     /// Token(s) for every role not set separately (one per line or comma-separated).
     pub token: Secret,
     /// A file of tokens (one per line: current and next) for every role not set separately.
@@ -114,6 +117,7 @@ impl Default for Config {
             redis_url: Secret::default(),
             redis_url_file: None,
             redis_prefix: "acufarm".into(),
+            redis_ca_cert: None,
             token: Secret::default(),
             token_file: None,
             worker_token: Secret::default(),
@@ -142,6 +146,7 @@ impl fmt::Debug for Config {
             .field("redis_url", &redact_url(self.redis_url.expose()))
             .field("redis_url_file", &self.redis_url_file)
             .field("redis_prefix", &self.redis_prefix)
+            .field("redis_ca_cert", &self.redis_ca_cert)
             .field("token", &self.token)
             .field("token_file", &self.token_file)
             .field("worker_token", &self.worker_token)
@@ -241,9 +246,12 @@ impl Config {
                 (None, None) => {}
             }
         }
-        for (name, slot) in
-            [("ACUFARM_TLS_CERT", &mut self.tls_cert), ("ACUFARM_TLS_KEY", &mut self.tls_key), ("ACUFARM_TLS_CLIENT_CA", &mut self.tls_client_ca)]
-        {
+        for (name, slot) in [
+            ("ACUFARM_TLS_CERT", &mut self.tls_cert),
+            ("ACUFARM_TLS_KEY", &mut self.tls_key),
+            ("ACUFARM_TLS_CLIENT_CA", &mut self.tls_client_ca),
+            ("ACUFARM_REDIS_CA_CERT", &mut self.redis_ca_cert),
+        ] {
             if let Some(path) = env(name) {
                 *slot = Some(PathBuf::from(path));
             }

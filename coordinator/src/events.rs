@@ -63,10 +63,20 @@ pub struct Events {
 impl Events {
     /// `url` empty means no Redis: every call is a no-op and status says Redis is unavailable.
     pub fn new(url: &str, prefix: &str, presence_ttl: Duration) -> Result<Self, String> {
-        let client = if url.is_empty() {
-            None
-        } else {
-            Some(redis::Client::open(url).map_err(|e| format!("the Redis URL is not valid ({e}); use redis://host:port, or rediss://host:port for TLS"))?)
+        Self::with_ca(url, prefix, presence_ttl, None)
+    }
+
+    /// Like `new`; `ca_cert` (PEM) is the CA a `rediss://` server's certificate must chain to,
+    /// instead of the system's roots.
+    pub fn with_ca(url: &str, prefix: &str, presence_ttl: Duration, ca_cert: Option<Vec<u8>>) -> Result<Self, String> {
+        let invalid = |e: redis::RedisError| format!("the Redis URL is not valid ({e}); use redis://host:port, or rediss://host:port for TLS");
+        let client = match (url.is_empty(), ca_cert) {
+            (true, _) => None,
+            (false, None) => Some(redis::Client::open(url).map_err(invalid)?),
+            (false, Some(_)) if !url.starts_with("rediss://") => {
+                return Err("redis_ca_cert is set but the Redis URL is not rediss://; use rediss://host:port or drop redis_ca_cert".into());
+            }
+            (false, Some(ca)) => Some(redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(ca) }).map_err(invalid)?),
         };
         Ok(Self {
             client,
@@ -243,6 +253,8 @@ mod tests {
         assert!(events.workers().await.is_empty());
         assert_eq!(events.rate(1, 100).await, 0.0);
         assert!(Events::new("http://nope", "t", Duration::from_secs(5)).is_err());
+        let plain = Events::with_ca("redis://127.0.0.1:6379", "t", Duration::from_secs(5), Some(b"pem".to_vec())).err().unwrap();
+        assert!(plain.contains("not rediss://"), "{plain}");
     }
 
     #[tokio::test]

@@ -147,7 +147,11 @@ impl tonic::service::Interceptor for Guard {
 
 impl<S: Store> Coordinator<S> {
     pub fn new(store: S, config: Config) -> Result<Self, String> {
-        let events = Events::new(config.redis_url.expose(), &config.redis_prefix, Duration::from_secs(config.presence_ttl_seconds))?;
+        let redis_ca = match &config.redis_ca_cert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read redis_ca_cert {} ({e}); check the path", path.display()))?),
+            None => None,
+        };
+        let events = Events::with_ca(config.redis_url.expose(), &config.redis_prefix, Duration::from_secs(config.presence_ttl_seconds), redis_ca)?;
         let tokens = Arc::new(config.tokens().map_err(|e| e.to_string())?);
         let tls = config.tls().map(ServerTls::load).transpose()?.map(Arc::new);
         Ok(Self {
