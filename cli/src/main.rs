@@ -65,7 +65,9 @@ fn main() -> ExitCode {
     // to choose when a build holds more than one, and every crate here is pointed at aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
+    // Colours only on a terminal: a log file gets plain text.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ACUFARM_LOG").unwrap_or_else(|_| "warn".into()))
         .init();

@@ -95,6 +95,7 @@ impl JobSource for StoreSource {
             .into_iter()
             .map(|lease| LeasedJob {
                 job: Job {
+                    run: lease.run.0,
                     key: (lease.job.0, lease.attempt.0),
                     staging_key: Storage::staging_key(&shared.run_name, lease.job.0, lease.attempt.0),
                     sample_id: lease.sample_id,

@@ -105,7 +105,7 @@ impl JobSource for GrpcSource {
                     }),
                 };
                 LeasedJob {
-                    job: Job { key: (leased.job_id, leased.attempt), sample_id: leased.sample_id, staging_key: leased.staging_key },
+                    job: Job { run: leased.run_id, key: (leased.job_id, leased.attempt), sample_id: leased.sample_id, staging_key: leased.staging_key },
                     spec_json: leased.spec_json,
                     roots,
                 }

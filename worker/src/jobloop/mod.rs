@@ -43,10 +43,20 @@ pub enum Stopped {
 /// One leased job attempt as the loop tracks it.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The run the job belongs to (its id in the store).
+    pub run: i64,
     pub key: JobKey,
     pub sample_id: String,
     /// Where its output is uploaded before `complete`.
     pub staging_key: String,
+}
+
+impl Job {
+    /// A span for one step of this job; its fields (with the enclosing `worker` span's) are on
+    /// every log line and trace of the step.
+    pub fn span(&self, step: &'static str) -> tracing::Span {
+        tracing::info_span!("job", step, run = self.run, job = self.key.0, attempt = self.key.1, sample = %self.sample_id)
+    }
 }
 
 /// A run's storage roots, shared by the jobs of that run in a lease.
@@ -229,7 +239,8 @@ impl Fetcher {
         let started = Instant::now();
         let mut batch = Batch::default();
         for LeasedJob { job, spec_json, roots } in leased {
-            match self.prepare_one(&spec_json, &job.sample_id, roots).await {
+            let span = job.span("fetch");
+            match tracing::Instrument::instrument(self.prepare_one(&spec_json, &job.sample_id, roots), span).await {
                 Ok((spec, fetched, params, output)) => batch.ready.push(Ready { job, spec, fetched, params, output }),
                 Err(e) => batch.failures.push((job, e)),
             }
@@ -286,7 +297,7 @@ async fn report<S: JobSource>(ctx: &Ctx<S>, completions: Vec<(Job, Staged)>, fai
     if !failures.is_empty() {
         let keys: Vec<JobKey> = failures.iter().map(|(job, _)| job.key).collect();
         for (job, e) in &failures {
-            tracing::warn!(job = job.key.0, attempt = job.key.1, sample = %job.sample_id, class = e.class.as_str(), "{}", e.message);
+            job.span("fail").in_scope(|| tracing::warn!(class = e.class.as_str(), "{}", e.message));
         }
         ctx.source.fail(failures).await?;
         ctx.held.release(&keys);

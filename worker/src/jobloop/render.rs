@@ -70,14 +70,17 @@ impl<R: Render> Renderer<R> {
                 continue;
             }
             let size = call.len();
-            let (call, result) = self.render(params, call).await.map_err(S::Error::from)?;
+            let jobs: Vec<i64> = call.iter().map(|r| r.job.key.0).collect();
+            let span = tracing::info_span!("render", images = size, jobs = ?jobs);
+            let (call, result) = tracing::Instrument::instrument(self.render(params, call), span).await.map_err(S::Error::from)?;
             let error = match result {
                 Ok(rendered) => {
                     let mut images = rendered.images.iter().zip(rendered.qa);
                     for ready in call {
                         let outcome = match images.next() {
                             Some((image, Ok(qa))) => {
-                                executor::stage(&ready.spec, &ready.fetched, image, rendered.timing, qa, &ready.job.staging_key, &ready.output).await
+                                let stage = executor::stage(&ready.spec, &ready.fetched, image, rendered.timing, qa, &ready.job.staging_key, &ready.output);
+                                tracing::Instrument::instrument(stage, ready.job.span("stage")).await
                             }
                             Some((_, Err(qa_failure))) => Err(qa_failure),
                             None => {
