@@ -114,6 +114,20 @@ fn a_tls_farm_serves_workers_and_the_cli_over_https_with_postgres_and_redis_over
     let over_tls = farm.pg.psql("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()");
     assert!(over_tls.parse::<u32>().unwrap() >= 1, "the coordinator's connections are TLS: {over_tls}");
 
+    // The HTTP side serves the same TLS: with the CA and a client certificate it answers; without
+    // the certificate, or in plaintext, it says what to fix.
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl").args(["-s", "--max-time", "30", "-w", "\n%{http_code}"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let healthz = format!("{}/healthz", farm.http_url());
+    let (ca, cert, key) = (pki.ca.to_str().unwrap(), pki.client_cert.to_str().unwrap(), pki.client_key.to_str().unwrap());
+    assert_eq!(curl(&["--cacert", ca, "--cert", cert, "--key", key, &healthz]), "{\"status\":\"ok\"}\n200");
+    let anonymous = curl(&["--cacert", ca, &healthz]);
+    assert!(anonymous.ends_with("401") && anonymous.contains("requires a client certificate"), "{anonymous}");
+    let plaintext = curl(&[&healthz.replace("https://", "http://")]);
+    assert!(plaintext.ends_with("400") && plaintext.contains("serves HTTPS only"), "{plaintext}");
+
     // A client that forgot https://.
     let plain = farm.url().replace("https://", "http://");
     refused_with(farm.admin(&["status", "--coordinator", &plain]), "this coordinator serves TLS only; use an https:// coordinator URL");

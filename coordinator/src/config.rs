@@ -64,6 +64,12 @@ pub enum ConfigError {
 pub struct Config {
     /// gRPC address to listen on.
     pub listen: String,
+    /// HTTP address (health, readiness, metrics; TLS like the gRPC side); empty serves no HTTP.
+    pub http_listen: String,
+    /// Put `/metrics` behind the read token (it is open by default, like most exporters).
+    pub metrics_require_token: bool,
+    /// How long a finished run's `acufarm_jobs` series stay after its last change.
+    pub metrics_keep_finished_seconds: u64,
     /// PostgreSQL URL (the farm's truth); `sslmode=require|verify-full` for TLS.
     pub database_url: Secret,
     /// A file holding the PostgreSQL URL (read once at start), instead of `database_url`.
@@ -112,6 +118,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7171".into(),
+            http_listen: "127.0.0.1:7172".into(),
+            metrics_require_token: false,
+            metrics_keep_finished_seconds: 3600,
             database_url: Secret::default(),
             database_url_file: None,
             redis_url: Secret::default(),
@@ -145,6 +154,9 @@ impl fmt::Debug for Config {
             .field("database_url_file", &self.database_url_file)
             .field("redis_url", &redact_url(self.redis_url.expose()))
             .field("redis_url_file", &self.redis_url_file)
+            .field("http_listen", &self.http_listen)
+            .field("metrics_require_token", &self.metrics_require_token)
+            .field("metrics_keep_finished_seconds", &self.metrics_keep_finished_seconds)
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_ca_cert", &self.redis_ca_cert)
             .field("token", &self.token)
@@ -229,6 +241,17 @@ impl Config {
         if let Some(v) = env("ACUFARM_REDIS_PREFIX") {
             self.redis_prefix = v;
         }
+        if let Some(v) = env("ACUFARM_HTTP_LISTEN") {
+            // `off` (or `none`) turns HTTP off from the environment, where an empty value means unset.
+            self.http_listen = if matches!(v.trim(), "off" | "none") { String::new() } else { v };
+        }
+        if let Some(value) = env("ACUFARM_METRICS_REQUIRE_TOKEN") {
+            self.metrics_require_token = match value.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(ConfigError::Env { name: "ACUFARM_METRICS_REQUIRE_TOKEN", value, expected: "true or false" }),
+            };
+        }
         // ACUFARM_X or ACUFARM_X_FILE replaces both forms of X from the config file.
         for slot in self.secret_slots() {
             let name = format!("ACUFARM_{}", slot.key.to_uppercase());
@@ -266,6 +289,7 @@ impl Config {
         seconds("ACUFARM_HEARTBEAT_SECONDS", &mut self.heartbeat_seconds)?;
         seconds("ACUFARM_REAP_INTERVAL_SECONDS", &mut self.reap_interval_seconds)?;
         seconds("ACUFARM_PRESENCE_TTL_SECONDS", &mut self.presence_ttl_seconds)?;
+        seconds("ACUFARM_METRICS_KEEP_FINISHED_SECONDS", &mut self.metrics_keep_finished_seconds)?;
         Ok(())
     }
 

@@ -27,6 +27,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}; pick a free address with ACUFARM_LISTEN or `listen` in the config", config.listen))?;
     let address = listener.local_addr()?;
+    let http = match config.http_listen.trim() {
+        "" => None,
+        at => Some(tokio::net::TcpListener::bind(at).await.with_context(|| {
+            format!("cannot listen for HTTP on {at}; pick a free address with ACUFARM_HTTP_LISTEN or `http_listen` in the config (or `off` for no HTTP)")
+        })?),
+    };
     let tls = config.tls().is_some();
     let coordinator = Coordinator::new(store, config).map_err(anyhow::Error::msg)?;
     let reloader = coordinator.clone();
@@ -36,8 +42,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             reloader.reload_secrets();
         }
     });
+    // One signal stops both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    if let Some(http) = http {
+        let http_address = http.local_addr()?;
+        eprintln!("acufarm coordinator: HTTP on {}://{http_address} (/healthz, /readyz, /metrics)", if tls { "https" } else { "http" });
+        let server = acufarm_coordinator::http::serve(coordinator.clone(), http, until_stopped(stopped.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!("the HTTP server stopped: {error}");
+            }
+        });
+    }
     eprintln!("acufarm coordinator: listening on {address}{}", if tls { " (TLS)" } else { "" });
-    coordinator.serve(listener, shutdown_signal()).await.context("the gRPC server stopped")?;
+    coordinator.serve(listener, until_stopped(stopped)).await.context("the gRPC server stopped")?;
     eprintln!("acufarm coordinator: stopped");
     Ok(())
 }

@@ -77,6 +77,8 @@ pub struct Farm {
     pub redis: Redis,
     pub pg: Postgres,
     pub port: u16,
+    /// The first coordinator's HTTP port (health, readiness, metrics).
+    pub http_port: u16,
     pub token: String,
     pub env: Vec<(String, String)>,
     pub timing: Timing,
@@ -122,6 +124,7 @@ impl Farm {
             redis,
             pg,
             port: services::free_port(),
+            http_port: services::free_port(),
             token: format!("farm-token-{nanos:x}"),
             env,
             timing,
@@ -145,6 +148,11 @@ impl Farm {
 
     pub fn log_dir(&self) -> &Path {
         self.logs.as_ref().unwrap().path()
+    }
+
+    /// The first coordinator's HTTP base URL.
+    pub fn http_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", if self.https { "https" } else { "http" }, self.http_port)
     }
 
     pub fn url(&self) -> String {
@@ -182,7 +190,9 @@ impl Farm {
     fn start_coordinator_on(&mut self, name: &str, port: u16) {
         let mut cmd = self.command(&["coordinator"]);
         let t = self.timing;
+        let http_port = if port == self.port { self.http_port } else { services::free_port() };
         cmd.env("ACUFARM_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ACUFARM_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
             .env("ACUFARM_DATABASE_URL", self.pg.url())
             .env("ACUFARM_REDIS_URL", self.redis.url())
             .env("ACUFARM_REDIS_PREFIX", "e2e")

@@ -61,6 +61,7 @@ pub(crate) struct Inner<S> {
     /// The QA section of each finished run's manifest summary (JSON, empty without `[qa]`), for
     /// the counts it was written at, so `Status` does not read the summary file on every call.
     qa_summaries: Mutex<HashMap<RunId, ((u64, u64), String)>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The coordinator: cheap to clone, shared by both gRPC services and the background tasks.
@@ -165,6 +166,7 @@ impl<S: Store> Coordinator<S> {
                 touched: Mutex::new(HashSet::new()),
                 finished: Mutex::new(HashMap::new()),
                 qa_summaries: Mutex::new(HashMap::new()),
+                metrics: crate::metrics::Metrics::default(),
             }),
         })
     }
@@ -297,6 +299,31 @@ impl<S: Store> Coordinator<S> {
     }
 
     /// The files of a run, cached.
+    pub(crate) fn server_tls(&self) -> Option<Arc<ServerTls>> {
+        self.inner.tls.clone()
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether a Redis URL is configured.
+    pub(crate) fn has_redis(&self) -> bool {
+        !self.inner.config.redis_url.expose().is_empty()
+    }
+
+    pub(crate) async fn redis_ok(&self) -> bool {
+        self.inner.events.ok().await
+    }
+
     pub(crate) async fn run_context(&self, run: RunId) -> Result<Arc<RunContext>, Status> {
         if let Some(context) = self.inner.runs.read().await.get(&run) {
             return Ok(context.clone());

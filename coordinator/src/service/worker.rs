@@ -144,6 +144,7 @@ impl<S: Store> Worker for WorkerService<S> {
         if request.worker_id.is_empty() {
             return Err(Status::invalid_argument("lease without a worker id; call Register first"));
         }
+        let started = std::time::Instant::now();
         let leased = self
             .0
             .inner
@@ -195,6 +196,7 @@ impl<S: Store> Worker for WorkerService<S> {
                 scenes_url: run.scenes_url.clone(),
             })
             .collect();
+        self.0.metrics().lease_took(started.elapsed().as_secs_f64());
         Ok(Response::new(pb::LeaseResponse { jobs, runs }))
     }
 
@@ -314,6 +316,7 @@ impl<S: Store> Worker for WorkerService<S> {
         for ((index, run), report) in accepted_at.iter().zip(reports) {
             let (kind, detail) = match report.outcome {
                 Completion::Accepted => {
+                    self.0.metrics().completed(1);
                     *succeeded.entry(*run).or_default() += 1;
                     (pb::Outcome::Accepted, String::new())
                 }
@@ -382,6 +385,9 @@ impl<S: Store> Worker for WorkerService<S> {
             self.record_outcomes(&run, streak_name(&request.worker_name, worker), Outcomes { succeeded: 0, retryable_failures: &retryable }).await;
             let mut finished = 0;
             for ((index, request), report) in failures.iter().zip(reports) {
+                if !matches!(report.outcome, Failure::Stale(_)) {
+                    self.0.metrics().failed(request.class);
+                }
                 let (kind, detail) = match report.outcome {
                     Failure::Retry { backoff } => (pb::Outcome::Accepted, format!("queued again in {:.1} s", backoff.as_secs_f64())),
                     Failure::Failed { exhausted } => {

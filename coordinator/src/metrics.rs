@@ -1,0 +1,124 @@
+//! Prometheus metrics (`/metrics` on the HTTP server), in the OpenMetrics text format.
+//!
+//! - `acufarm_jobs{run,state}`: jobs of each run by state (a gauge, read from the store at
+//!   scrape time); a finished run's series stay for `metrics_keep_finished_seconds` after its last
+//!   change, then go.
+//! - `acufarm_queue_depth{bundle}`: queued + leased jobs of active runs per bundle (the spec's
+//!   `run.bundle`, or the first 12 hex digits of the bundle sha256): the autoscaling signal.
+//! - `acufarm_jobs_completed_total`, `acufarm_job_failures_total{class}`: reports the store
+//!   accepted (a retryable failure that is retried counts too).
+//! - `acufarm_lease_seconds`: how long a Lease call took, a histogram.
+//!
+//! No job or attempt labels: the series stay bounded by runs × states.
+
+use crate::store::{RunInfo, Store};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunStateLabels {
+    run: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BundleLabels {
+    bundle: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+/// A run's bundle as metrics name it: the spec's `run.bundle`, else the first 12 hex digits of
+/// the bundle's sha256.
+pub fn bundle_label(run: &RunInfo) -> String {
+    let named = toml::from_str::<toml::Table>(&run.spec)
+        .ok()
+        .and_then(|spec| spec.get("run")?.get("bundle")?.as_str().map(str::to_string))
+        .filter(|name| !name.is_empty());
+    named.unwrap_or_else(|| run.bundle_sha256.chars().take(12).collect())
+}
+
+/// The coordinator's metrics; counters and histograms are fed by the gRPC service, gauges are
+/// refreshed from the store when scraped.
+pub struct Metrics {
+    registry: Registry,
+    jobs: Family<RunStateLabels, Gauge>,
+    queue_depth: Family<BundleLabels, Gauge>,
+    completed: Counter,
+    failures: Family<ClassLabels, Counter>,
+    lease_seconds: Histogram,
+    /// One scrape at a time: the gauges are cleared and refilled for each.
+    scrape: tokio::sync::Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let jobs = Family::<RunStateLabels, Gauge>::default();
+        registry.register("acufarm_jobs", "Jobs of each run by state", jobs.clone());
+        let queue_depth = Family::<BundleLabels, Gauge>::default();
+        registry.register("acufarm_queue_depth", "Queued and leased jobs of active runs, per bundle", queue_depth.clone());
+        let completed = Counter::default();
+        registry.register("acufarm_jobs_completed", "Job completions the store accepted", completed.clone());
+        let failures = Family::<ClassLabels, Counter>::default();
+        registry.register("acufarm_job_failures", "Job failure reports the store accepted, by failure class", failures.clone());
+        let lease_seconds = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+        registry.register("acufarm_lease_seconds", "Time to answer a Lease call", lease_seconds.clone());
+        Self { registry, jobs, queue_depth, completed, failures, lease_seconds, scrape: tokio::sync::Mutex::new(()) }
+    }
+}
+
+impl Metrics {
+    pub fn completed(&self, jobs: u64) {
+        self.completed.inc_by(jobs);
+    }
+
+    pub fn failed(&self, class: acufarm_core::FailureClass) {
+        self.failures.get_or_create(&ClassLabels { class: class.as_str().to_string() }).inc();
+    }
+
+    pub fn lease_took(&self, seconds: f64) {
+        self.lease_seconds.observe(seconds);
+    }
+
+    /// The text of one scrape: the gauges refreshed from `store`, then everything encoded.
+    pub async fn scrape<S: Store>(&self, store: &S, keep_finished: chrono::Duration) -> Result<String, crate::StoreError> {
+        let _one = self.scrape.lock().await;
+        let now = chrono::Utc::now();
+        let mut jobs = Vec::new();
+        let mut depth: BTreeMap<String, i64> = BTreeMap::new();
+        for run in store.list_runs().await? {
+            let status = store.run_status(run.id).await?;
+            let c = status.counts;
+            let finished = c.queued == 0 && c.leased == 0;
+            if finished && status.last_change.is_some_and(|at| now - at > keep_finished) {
+                continue;
+            }
+            if run.state == crate::store::RunState::Active && !finished {
+                *depth.entry(bundle_label(&run)).or_default() += (c.queued + c.leased) as i64;
+            }
+            for (state, n) in [("queued", c.queued), ("leased", c.leased), ("succeeded", c.succeeded), ("failed", c.failed), ("cancelled", c.cancelled)] {
+                jobs.push((RunStateLabels { run: run.name.clone(), state: state.into() }, n as i64));
+            }
+        }
+        self.jobs.clear();
+        for (labels, n) in jobs {
+            self.jobs.get_or_create(&labels).set(n);
+        }
+        self.queue_depth.clear();
+        for (bundle, n) in depth {
+            self.queue_depth.get_or_create(&BundleLabels { bundle }).set(n);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        Ok(text)
+    }
+}
