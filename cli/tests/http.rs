@@ -90,6 +90,10 @@ fn health_readiness_and_metrics_follow_a_run() {
     assert_eq!(jobs(&text, run, "succeeded"), Some(n));
     assert_eq!(sample(&text, "acufarm_queue_depth{bundle=\"tiny-fc\"}"), None, "{text}");
     assert_eq!(sample(&text, "acufarm_jobs_completed_total"), Some(n), "{text}");
+    for stage in ["download", "encode", "sample", "decode", "upload", "commit"] {
+        let series = format!("acufarm_stage_seconds_count{{stage=\"{stage}\",bundle=\"tiny-fc\"}}");
+        assert_eq!(sample(&text, &series), Some(n), "one {stage} time per job:\n{text}");
+    }
 }
 
 #[test]

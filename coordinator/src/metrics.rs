@@ -8,6 +8,8 @@
 //! - `acufarm_jobs_completed_total`, `acufarm_job_failures_total{class}`: reports the store
 //!   accepted (a retryable failure that is retried counts too).
 //! - `acufarm_lease_seconds`: how long a Lease call took, a histogram.
+//! - `acufarm_stage_seconds{stage,bundle}`: a job's seconds per stage (download, encode, sample,
+//!   decode, qa, upload from the worker's report; commit measured here), a histogram.
 //!
 //! No job or attempt labels: the series stay bounded by runs × states.
 
@@ -36,6 +38,21 @@ struct ClassLabels {
     class: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
+    bundle: String,
+}
+
+/// The stages of a job as metrics name them, from the timing keys of a completion (the worker's
+/// `fetch` is the download); `commit` is the coordinator's own.
+const STAGES: &[(&str, &str)] =
+    &[("fetch", "download"), ("render/encode", "encode"), ("render/sample", "sample"), ("render/decode", "decode"), ("qa", "qa"), ("upload", "upload")];
+
+fn stage_histogram() -> Histogram {
+    Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+}
+
 /// A run's bundle as metrics name it: the spec's `run.bundle`, else the first 12 hex digits of
 /// the bundle's sha256.
 pub fn bundle_label(run: &RunInfo) -> String {
@@ -55,6 +72,7 @@ pub struct Metrics {
     completed: Counter,
     failures: Family<ClassLabels, Counter>,
     lease_seconds: Histogram,
+    stage_seconds: Family<StageLabels, Histogram>,
     /// One scrape at a time: the gauges are cleared and refilled for each.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -72,7 +90,9 @@ impl Default for Metrics {
         registry.register("acufarm_job_failures", "Job failure reports the store accepted, by failure class", failures.clone());
         let lease_seconds = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
         registry.register("acufarm_lease_seconds", "Time to answer a Lease call", lease_seconds.clone());
-        Self { registry, jobs, queue_depth, completed, failures, lease_seconds, scrape: tokio::sync::Mutex::new(()) }
+        let stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(stage_histogram as fn() -> Histogram);
+        registry.register("acufarm_stage_seconds", "Seconds one job spent in each stage (per image where a stage renders a batch)", stage_seconds.clone());
+        Self { registry, jobs, queue_depth, completed, failures, lease_seconds, stage_seconds, scrape: tokio::sync::Mutex::new(()) }
     }
 }
 
@@ -87,6 +107,20 @@ impl Metrics {
 
     pub fn lease_took(&self, seconds: f64) {
         self.lease_seconds.observe(seconds);
+    }
+
+    /// Records a committed completion's stage timings (`timings` as the worker reported them).
+    pub fn stages<'a>(&self, bundle: &str, timings: impl IntoIterator<Item = (&'a String, &'a f64)>) {
+        for (key, seconds) in timings {
+            if let Some((_, stage)) = STAGES.iter().find(|(from, _)| from == key) {
+                self.stage(stage, bundle, *seconds);
+            }
+        }
+    }
+
+    /// One job's seconds in `stage`.
+    pub fn stage(&self, stage: &str, bundle: &str, seconds: f64) {
+        self.stage_seconds.get_or_create(&StageLabels { stage: stage.into(), bundle: bundle.into() }).observe(seconds);
     }
 
     /// The text of one scrape: the gauges refreshed from `store`, then everything encoded.

@@ -150,6 +150,10 @@ pub struct RenderTiming {
     pub render_seconds: f64,
     /// Seconds spent inside ONNX Runtime, divided by the batch size.
     pub ort_seconds: f64,
+    /// Of those, the VAE encoder's, the UNet's (every sampler step) and the VAE decoder's.
+    pub encode_seconds: f64,
+    pub sample_seconds: f64,
+    pub decode_seconds: f64,
 }
 
 /// The images of one render call, in job order, not yet staged.
@@ -173,10 +177,18 @@ pub struct Checked {
 /// memory (retry with a smaller batch) from other failures.
 pub fn render(pipeline: &mut Pipeline, params: &SamplerParams, jobs: &[(&JobSpec, &Fetched)]) -> Result<RenderedBatch, PipelineError> {
     let ort_before = pipeline.timings.total_ort();
+    let graphs_before = pipeline.timings.seconds_in_ort.clone();
     let started = Instant::now();
     let images = render_plain(pipeline, params, jobs)?;
     let n = jobs.len().max(1) as f64;
-    let timing = RenderTiming { render_seconds: started.elapsed().as_secs_f64() / n, ort_seconds: (pipeline.timings.total_ort() - ort_before) / n };
+    let graph = |name: &str| (pipeline.timings.seconds_in_ort.get(name).copied().unwrap_or(0.0) - graphs_before.get(name).copied().unwrap_or(0.0)) / n;
+    let timing = RenderTiming {
+        render_seconds: started.elapsed().as_secs_f64() / n,
+        ort_seconds: (pipeline.timings.total_ort() - ort_before) / n,
+        encode_seconds: graph("vae_encoder"),
+        sample_seconds: graph("unet"),
+        decode_seconds: graph("vae_decoder"),
+    };
     let mut batch = RenderedBatch { images, timing, qa: Vec::new() };
     for (i, (job, fetched)) in jobs.iter().enumerate() {
         let started = Instant::now();
@@ -264,6 +276,10 @@ pub async fn stage(
         ("fetch".to_string(), fetched.seconds),
         ("render".to_string(), timing.render_seconds),
         ("onnxruntime".to_string(), timing.ort_seconds),
+        // Nested in `render` (core::manifest::is_nested_stage), so not counted twice.
+        ("render/encode".to_string(), timing.encode_seconds),
+        ("render/sample".to_string(), timing.sample_seconds),
+        ("render/decode".to_string(), timing.decode_seconds),
         ("upload".to_string(), upload_started.elapsed().as_secs_f64()),
     ]);
     if !qa.records.is_empty() {

@@ -292,12 +292,16 @@ impl<S: Store> Worker for WorkerService<S> {
                     }
                 })
                 .collect();
+            let commit_started = std::time::Instant::now();
             let committed = runs::commit_outputs(&run.input, &run.output, commits).await;
+            let commit_seconds = commit_started.elapsed().as_secs_f64() / jobs.len().max(1) as f64;
             for ((index, _), committed) in jobs.iter().zip(committed) {
                 let completion = &request.completions[*index];
                 let (job, attempt) = (JobId(completion.job_id), Attempt(completion.attempt));
                 match committed {
                     Ok(row) => {
+                        self.0.metrics().stages(&request.bundle_name, &completion.timings);
+                        self.0.metrics().stage("commit", &request.bundle_name, commit_seconds);
                         let result = serde_json::to_string(&row).map_err(|e| Status::internal(e.to_string()))?;
                         accepted_at.push((*index, run.id));
                         requests.push(CompletionRequest { job, attempt, result });
