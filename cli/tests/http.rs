@@ -81,6 +81,8 @@ fn health_readiness_and_metrics_follow_a_run() {
     assert!(count(&paused, "queued") > 0, "the run finished before it could be paused: {}", paused["counts"]);
     assert_eq!(sample(&text, "acufarm_queue_depth{bundle=\"tiny-fc\"}"), None, "a paused run is no queue depth:\n{text}");
     assert!(sample(&text, "acufarm_lease_seconds_count").is_some_and(|leases| leases >= 1.0), "{text}");
+    let live = sample(&text, "acufarm_workers{state=\"busy\"}").unwrap_or(0.0) + sample(&text, "acufarm_workers{state=\"idle\"}").unwrap_or(0.0);
+    assert_eq!(live, 1.0, "one live worker, busy or idle:\n{text}");
 
     // Finished: all succeeded, no queue depth, one accepted completion per job.
     farm.admin_ok(&["resume", run]);
@@ -90,6 +92,7 @@ fn health_readiness_and_metrics_follow_a_run() {
     assert_eq!(jobs(&text, run, "succeeded"), Some(n));
     assert_eq!(sample(&text, "acufarm_queue_depth{bundle=\"tiny-fc\"}"), None, "{text}");
     assert_eq!(sample(&text, "acufarm_jobs_completed_total"), Some(n), "{text}");
+    assert!(sample(&text, "acufarm_worker_images_per_second{worker=\"w1\"}").is_some_and(|rate| rate > 0.0), "{text}");
     for stage in ["download", "encode", "sample", "decode", "upload", "commit"] {
         let series = format!("acufarm_stage_seconds_count{{stage=\"{stage}\",bundle=\"tiny-fc\"}}");
         assert_eq!(sample(&text, &series), Some(n), "one {stage} time per job:\n{text}");

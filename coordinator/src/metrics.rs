@@ -8,6 +8,9 @@
 //! - `acufarm_jobs_completed_total`, `acufarm_job_failures_total{class}`: reports the store
 //!   accepted (a retryable failure that is retried counts too).
 //! - `acufarm_lease_seconds`: how long a Lease call took, a histogram.
+//! - `acufarm_worker_images_per_second{worker}`: completions through this coordinator over the
+//!   last minute (replicas each export their share: sum by worker); `acufarm_workers{state}`: live
+//!   workers from Redis presence, busy (holding jobs) or idle.
 //! - `acufarm_stage_seconds{stage,bundle}`: a job's seconds per stage (download, encode, sample,
 //!   decode, qa, upload from the worker's report; commit measured here), a histogram.
 //!
@@ -39,6 +42,19 @@ struct ClassLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerStateLabels {
+    state: String,
+}
+
+/// The window of the per-worker images/s gauge.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: String,
     bundle: String,
@@ -51,6 +67,32 @@ const STAGES: &[(&str, &str)] =
 
 fn stage_histogram() -> Histogram {
     Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+}
+
+impl Metrics {
+    /// Per-worker images/s over the last minute (a worker gone quiet for a minute drops out), and
+    /// live workers by state.
+    fn refresh_workers(&self, live: Option<Vec<crate::events::Presence>>) {
+        let now = std::time::Instant::now();
+        let mut done = self.done_by.lock().unwrap_or_else(|p| p.into_inner());
+        done.retain(|_, events| {
+            while events.front().is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW) {
+                events.pop_front();
+            }
+            !events.is_empty()
+        });
+        self.worker_rate.clear();
+        for (worker, events) in done.iter() {
+            let images: u64 = events.iter().map(|(_, n)| n).sum();
+            self.worker_rate.get_or_create(&WorkerLabels { worker: worker.clone() }).set(images as f64 / RATE_WINDOW.as_secs_f64());
+        }
+        self.workers.clear();
+        if let Some(live) = live {
+            let busy = live.iter().filter(|w| w.jobs_held > 0).count() as i64;
+            self.workers.get_or_create(&WorkerStateLabels { state: "busy".into() }).set(busy);
+            self.workers.get_or_create(&WorkerStateLabels { state: "idle".into() }).set(live.len() as i64 - busy);
+        }
+    }
 }
 
 /// A run's bundle as metrics name it: the spec's `run.bundle`, else the first 12 hex digits of
@@ -73,6 +115,10 @@ pub struct Metrics {
     failures: Family<ClassLabels, Counter>,
     lease_seconds: Histogram,
     stage_seconds: Family<StageLabels, Histogram>,
+    worker_rate: Family<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    workers: Family<WorkerStateLabels, Gauge>,
+    /// Completions this coordinator accepted per worker name, for the images/s gauge.
+    done_by: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>>,
     /// One scrape at a time: the gauges are cleared and refilled for each.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -92,13 +138,37 @@ impl Default for Metrics {
         registry.register("acufarm_lease_seconds", "Time to answer a Lease call", lease_seconds.clone());
         let stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(stage_histogram as fn() -> Histogram);
         registry.register("acufarm_stage_seconds", "Seconds one job spent in each stage (per image where a stage renders a batch)", stage_seconds.clone());
-        Self { registry, jobs, queue_depth, completed, failures, lease_seconds, stage_seconds, scrape: tokio::sync::Mutex::new(()) }
+        let worker_rate = Family::<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "acufarm_worker_images_per_second",
+            "Images per second each worker completed through this coordinator over the last minute",
+            worker_rate.clone(),
+        );
+        let workers = Family::<WorkerStateLabels, Gauge>::default();
+        registry.register("acufarm_workers", "Live workers (Redis presence) by state: busy holds jobs, idle holds none", workers.clone());
+        Self {
+            registry,
+            jobs,
+            queue_depth,
+            completed,
+            failures,
+            lease_seconds,
+            stage_seconds,
+            worker_rate,
+            workers,
+            done_by: Default::default(),
+            scrape: tokio::sync::Mutex::new(()),
+        }
     }
 }
 
 impl Metrics {
-    pub fn completed(&self, jobs: u64) {
+    /// `jobs` completions of `worker` (its name) the store accepted.
+    pub fn completed(&self, worker: &str, jobs: u64) {
         self.completed.inc_by(jobs);
+        let now = std::time::Instant::now();
+        let mut done = self.done_by.lock().unwrap_or_else(|p| p.into_inner());
+        done.entry(worker.to_string()).or_default().push_back((now, jobs));
     }
 
     pub fn failed(&self, class: acufarm_core::FailureClass) {
@@ -123,9 +193,16 @@ impl Metrics {
         self.stage_seconds.get_or_create(&StageLabels { stage: stage.into(), bundle: bundle.into() }).observe(seconds);
     }
 
-    /// The text of one scrape: the gauges refreshed from `store`, then everything encoded.
-    pub async fn scrape<S: Store>(&self, store: &S, keep_finished: chrono::Duration) -> Result<String, crate::StoreError> {
+    /// The text of one scrape: the gauges refreshed from `store` and the live workers (`None`
+    /// without Redis), then everything encoded.
+    pub async fn scrape<S: Store>(
+        &self,
+        store: &S,
+        keep_finished: chrono::Duration,
+        live: Option<Vec<crate::events::Presence>>,
+    ) -> Result<String, crate::StoreError> {
         let _one = self.scrape.lock().await;
+        self.refresh_workers(live);
         let now = chrono::Utc::now();
         let mut jobs = Vec::new();
         let mut depth: BTreeMap<String, i64> = BTreeMap::new();

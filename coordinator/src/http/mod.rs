@@ -97,7 +97,8 @@ async fn metrics<S: Store>(State(coordinator): State<Coordinator<S>>, headers: H
         return ApiError::from(status).into_response();
     }
     let keep = chrono::Duration::seconds(i64::try_from(coordinator.config().metrics_keep_finished_seconds).unwrap_or(i64::MAX));
-    match coordinator.metrics().scrape(coordinator.store(), keep).await {
+    let live = if coordinator.has_redis() && coordinator.redis_ok().await { Some(coordinator.live_workers().await) } else { None };
+    match coordinator.metrics().scrape(coordinator.store(), keep, live).await {
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
         Err(error) => ApiError::from_store(error).into_response(),
     }

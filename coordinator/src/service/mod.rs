@@ -324,6 +324,10 @@ impl<S: Store> Coordinator<S> {
         self.inner.events.ok().await
     }
 
+    pub(crate) async fn live_workers(&self) -> Vec<crate::events::Presence> {
+        self.inner.events.workers().await
+    }
+
     pub(crate) async fn run_context(&self, run: RunId) -> Result<Arc<RunContext>, Status> {
         if let Some(context) = self.inner.runs.read().await.get(&run) {
             return Ok(context.clone());

@@ -320,7 +320,7 @@ impl<S: Store> Worker for WorkerService<S> {
         for ((index, run), report) in accepted_at.iter().zip(reports) {
             let (kind, detail) = match report.outcome {
                 Completion::Accepted => {
-                    self.0.metrics().completed(1);
+                    self.0.metrics().completed(streak_name(&request.worker_name, worker), 1);
                     *succeeded.entry(*run).or_default() += 1;
                     (pb::Outcome::Accepted, String::new())
                 }
