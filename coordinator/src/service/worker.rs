@@ -139,6 +139,7 @@ impl<S: Store> Worker for WorkerService<S> {
         }))
     }
 
+    #[tracing::instrument(name = "lease", skip_all, fields(worker = %request.get_ref().worker_id, max_jobs = request.get_ref().max_jobs))]
     async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
         let request = request.into_inner();
         if request.worker_id.is_empty() {
@@ -200,6 +201,7 @@ impl<S: Store> Worker for WorkerService<S> {
         Ok(Response::new(pb::LeaseResponse { jobs, runs }))
     }
 
+    #[tracing::instrument(name = "heartbeat", skip_all, fields(worker = %request.get_ref().worker_id, held = request.get_ref().held.len()))]
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let request = request.into_inner();
         let held: Vec<JobAttempt> = request.held.iter().map(|held| JobAttempt { job: JobId(held.job_id), attempt: Attempt(held.attempt) }).collect();
@@ -212,6 +214,7 @@ impl<S: Store> Worker for WorkerService<S> {
         }))
     }
 
+    #[tracing::instrument(name = "complete", skip_all, fields(worker = %request.get_ref().worker_id, jobs = request.get_ref().completions.len()))]
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
         let request = request.into_inner();
         let worker = request.worker_id.as_str();
@@ -356,6 +359,7 @@ impl<S: Store> Worker for WorkerService<S> {
         Ok(Response::new(pb::CompleteResponse { outcomes: answers.into_iter().flatten().collect() }))
     }
 
+    #[tracing::instrument(name = "fail", skip_all, fields(worker = %request.get_ref().worker_id, jobs = request.get_ref().failures.len()))]
     async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
         let request = request.into_inner();
         let worker = request.worker_id.as_str();
@@ -396,7 +400,7 @@ impl<S: Store> Worker for WorkerService<S> {
                     Failure::Retry { backoff } => (pb::Outcome::Accepted, format!("queued again in {:.1} s", backoff.as_secs_f64())),
                     Failure::Failed { exhausted } => {
                         finished += 1;
-                        tracing::warn!(run = %run.name, job = request.job.0, class = request.class.as_str(), "job failed: {}", request.message);
+                        tracing::warn!(run = %run.name, job = request.job.0, attempt = request.attempt.0, class = request.class.as_str(), "job failed: {}", request.message);
                         (pb::Outcome::Accepted, if exhausted { "failed: no attempts left".into() } else { "failed".into() })
                     }
                     Failure::Stale(stale) => (pb::Outcome::Stale, format!("{stale:?}")),
