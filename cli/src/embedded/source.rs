@@ -108,8 +108,7 @@ impl JobSource for StoreSource {
 
     async fn idle(&self) -> anyhow::Result<Idle> {
         let shared = &self.shared;
-        let status = shared.store.run_status(shared.run_id).await?;
-        if status.counts.queued == 0 && status.counts.leased == 0 {
+        if !shared.store.has_unfinished(shared.run_id).await? {
             return Ok(Idle::Stop);
         }
         // Quarantined: the run's jobs are not for this worker any more.
