@@ -479,7 +479,13 @@ pub fn drift(args: DriftArgs) -> anyhow::Result<()> {
         let mut panels = Vec::new();
         for (pair, original, augmented, max) in worst {
             if let Ok(img) = load(&args.augmented.join(&pair.augmented)) {
-                panels.push(drift_plot::Panel { image: img, original: original.points, augmented: augmented.points, max_drift: max });
+                panels.push(drift_plot::Panel {
+                    name: pair.augmented.clone(),
+                    image: img,
+                    original: original.points,
+                    augmented: augmented.points,
+                    max_drift: max,
+                });
             }
         }
         drift_plot::overlay(&args.out.join("worst_pairs.png"), &panels)?;
