@@ -103,6 +103,12 @@ install_cargo_fuzz() {
   cargo install --locked cargo-fuzz >/dev/null
 }
 
+install_test_tools() {
+  # The HTTP end-to-end tests speak to the coordinator with curl (also over TLS, with client
+  # certificates).
+  command -v curl >/dev/null || apt_install curl
+}
+
 install_nextest() {
   command -v cargo-nextest >/dev/null && return 0
   say "installing cargo-nextest"
@@ -127,6 +133,6 @@ start_services() {
 
 case "${1:-runtime}" in
   runtime) install_runtime ;;
-  dev) install_runtime; install_python_env; install_mediapipe_env; install_tokenizer_env; install_rust_tools; install_nextest; install_cargo_fuzz; start_services ;;
+  dev) install_runtime; install_python_env; install_mediapipe_env; install_tokenizer_env; install_rust_tools; install_nextest; install_cargo_fuzz; install_test_tools; start_services ;;
   *) say "usage: scripts/setup.sh [runtime|dev]"; exit 2 ;;
 esac
