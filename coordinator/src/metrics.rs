@@ -65,6 +65,13 @@ struct StageLabels {
 const STAGES: &[(&str, &str)] =
     &[("fetch", "download"), ("render/encode", "encode"), ("render/sample", "sample"), ("render/decode", "decode"), ("qa", "qa"), ("upload", "upload")];
 
+/// Drops a worker's completions older than the rate window.
+fn prune(events: &mut std::collections::VecDeque<(std::time::Instant, u64)>, now: std::time::Instant) {
+    while events.front().is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW) {
+        events.pop_front();
+    }
+}
+
 fn stage_histogram() -> Histogram {
     Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
 }
@@ -76,9 +83,7 @@ impl Metrics {
         let now = std::time::Instant::now();
         let mut done = self.done_by.lock().unwrap_or_else(|p| p.into_inner());
         done.retain(|_, events| {
-            while events.front().is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW) {
-                events.pop_front();
-            }
+            prune(events, now);
             !events.is_empty()
         });
         self.worker_rate.clear();
@@ -163,12 +168,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// `jobs` completions of `worker` (its name) the store accepted.
+    /// `jobs` completions of `worker` (its name) the store accepted, once per report. Entries
+    /// older than the rate window go on the way, so memory stays bounded without scrapes.
     pub fn completed(&self, worker: &str, jobs: u64) {
+        if jobs == 0 {
+            return;
+        }
         self.completed.inc_by(jobs);
         let now = std::time::Instant::now();
         let mut done = self.done_by.lock().unwrap_or_else(|p| p.into_inner());
-        done.entry(worker.to_string()).or_default().push_back((now, jobs));
+        let events = done.entry(worker.to_string()).or_default();
+        prune(events, now);
+        events.push_back((now, jobs));
     }
 
     pub fn failed(&self, class: acufarm_core::FailureClass) {

@@ -7,6 +7,9 @@
 //! Modelled on Flamenco's per-job worker blocklist. Keyed by the worker's *name*, which survives
 //! a restart of the worker process, so restarting a broken node does not lift it.
 
+use crate::state::Failure;
+use crate::store::{FailureReport, FailureRequest};
+use acufarm_core::FailureClass;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -33,10 +36,16 @@ pub struct Outcomes<'a> {
     pub retryable_failures: &'a [String],
 }
 
-impl Outcomes<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.succeeded == 0 && self.retryable_failures.is_empty()
-    }
+/// The messages of the failures that count against the worker that reported them: retryable
+/// ones the store accepted (bad inputs and QA refusals say nothing about the worker; a stale
+/// report changed nothing). `reports` answer `requests` one by one.
+pub fn counted_failures(requests: &[FailureRequest], reports: &[FailureReport]) -> Vec<String> {
+    requests
+        .iter()
+        .zip(reports)
+        .filter(|(request, report)| request.class == FailureClass::Retryable && !matches!(report.outcome, Failure::Stale(_)))
+        .map(|(request, _)| request.message.clone())
+        .collect()
 }
 
 /// Applies a report to a streak; `true` when this report put the worker in quarantine.

@@ -2,21 +2,15 @@
 //! AcuSim-layout dataset are fetched, rendered in one batch and staged; poison inputs fail
 //! permanently with a message naming the file.
 
+mod common;
+
 use acufarm_core::{FailureClass, RunSpec, resolve};
 use acufarm_storage::Storage;
 use acufarm_worker::executor::{self, Roots, SceneCache};
 use acufarm_worker::pipeline::engine::{Pipeline, PipelineOptions};
 use bytes::Bytes;
+use common::png;
 use std::path::Path;
-
-fn png(seed: u8) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(64, 64, |x, y| {
-        if (x as i32 - 32).pow(2) + (y as i32 - 30).pow(2) < 300 { image::Rgb([200, 150 + seed, 120]) } else { image::Rgb([236, 236, 236]) }
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
 
 #[tokio::test]
 async fn renders_stages_and_classifies_failures() {

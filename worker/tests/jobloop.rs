@@ -3,24 +3,18 @@
 //! batch size and renders the same jobs again in smaller calls, until they fit; unreadable specs
 //! and inputs fail with their class; every job is reported exactly once.
 
+mod common;
+
 use acufarm_core::{FailureClass, JobSpec, RunSpec, resolve};
 use acufarm_storage::Storage;
 use acufarm_worker::executor::{Fetched, JobError, RenderedBatch, Staged};
 use acufarm_worker::jobloop::{self, Idle, Job, JobKey, JobSource, LeasedJob, LoopOptions, Render, RunRoots, Shutdown, Stopped};
 use acufarm_worker::pipeline::engine::{Pipeline, PipelineError, PipelineOptions, SamplerParams};
 use bytes::Bytes;
+use common::png;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn png(seed: u8) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(64, 64, |x, y| {
-        if (x as i32 - 32).pow(2) + (y as i32 - 30).pow(2) < 300 { image::Rgb([200, 150 + seed, 120]) } else { image::Rgb([236, 236, 236]) }
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
 
 /// Hands out its jobs `max` at a time and records what comes back.
 #[derive(Default)]

@@ -6,11 +6,11 @@
 
 use super::Shared;
 use acufarm_coordinator::Store;
-use acufarm_coordinator::quarantine::Outcomes;
+use acufarm_coordinator::quarantine::{self, Outcomes};
 use acufarm_coordinator::runs::{self, Commit, Producer, StagedOutput};
 use acufarm_coordinator::state::Failure;
 use acufarm_coordinator::store::{CompletionRequest, FailureRequest, JobAttempt, LeaseRequest};
-use acufarm_core::{Attempt, FailureClass, JobId, JobSpec, JobState};
+use acufarm_core::{Attempt, FailureClass, JobId, JobSpec};
 use acufarm_storage::Storage;
 use acufarm_worker::executor::{JobError, Staged};
 use acufarm_worker::jobloop::{Idle, Job, JobKey, JobSource, LeasedJob, RunRoots};
@@ -65,12 +65,7 @@ impl StoreSource {
         let reports = shared.store.fail(failures, &shared.policy, Utc::now()).await?;
         let final_ = reports.iter().filter(|r| matches!(r.outcome, Failure::Failed { .. })).count() as u64;
         if count_against_worker {
-            let retryable: Vec<String> = failures
-                .iter()
-                .zip(&reports)
-                .filter(|(f, r)| f.class == FailureClass::Retryable && !matches!(r.outcome, Failure::Stale(_)))
-                .map(|(f, _)| f.message.clone())
-                .collect();
+            let retryable = quarantine::counted_failures(failures, &reports);
             self.record(Outcomes { succeeded: 0, retryable_failures: &retryable }).await?;
         }
         Ok(final_)
@@ -135,8 +130,7 @@ impl JobSource for StoreSource {
         let mut refused = Vec::new();
         for (job, staged) in jobs {
             let record = records.get(&JobId(job.key.0));
-            let holds = record.is_some_and(|r| r.state == JobState::Leased && r.attempt.0 == job.key.1 && r.leased_by.as_deref() == Some(self.worker.as_str()));
-            if !holds {
+            if !record.is_some_and(|r| r.held_by(Attempt(job.key.1), &self.worker)) {
                 if let Err(error) = shared.output.delete(&staged.staging_key).await {
                     tracing::warn!("cannot delete stale staged output {}: {error}", staged.staging_key);
                 }

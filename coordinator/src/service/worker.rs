@@ -4,7 +4,7 @@
 
 use super::{Coordinator, MAX_LEASE, RunContext, store_status, unix_ms};
 use crate::events::{Event, Presence};
-use crate::quarantine::Outcomes;
+use crate::quarantine::{self, Outcomes};
 use crate::runs::{self, Producer, StagedOutput};
 use crate::state::{Completion, Failure};
 use crate::store::{CompletionRequest, FailureRequest, JobAttempt, JobRecord, LeaseRequest, Store};
@@ -50,11 +50,6 @@ fn stale_detail(record: Option<&JobRecord>, attempt: Attempt, worker: &str) -> S
 /// with, or its id when an older worker sends none.
 fn streak_name<'a>(name: &'a str, worker_id: &'a str) -> &'a str {
     if name.is_empty() { worker_id } else { name }
-}
-
-/// Whether `attempt` of `worker` still holds the job's lease.
-fn holds(record: &JobRecord, attempt: Attempt, worker: &str) -> bool {
-    record.state == JobState::Leased && record.attempt == attempt && record.leased_by.as_deref() == Some(worker)
 }
 
 impl<S: Store> WorkerService<S> {
@@ -229,7 +224,7 @@ impl<S: Store> Worker for WorkerService<S> {
         for (index, completion) in request.completions.iter().enumerate() {
             let (job, attempt) = (JobId(completion.job_id), Attempt(completion.attempt));
             let record = records.get(&job);
-            let current = record.filter(|record| holds(record, attempt, worker));
+            let current = record.filter(|record| record.held_by(attempt, worker));
             let Some(record) = current else {
                 // Not this attempt's to commit. Its staged object is garbage unless this very
                 // attempt already succeeded (a repeated report).
@@ -323,7 +318,6 @@ impl<S: Store> Worker for WorkerService<S> {
         for ((index, run), report) in accepted_at.iter().zip(reports) {
             let (kind, detail) = match report.outcome {
                 Completion::Accepted => {
-                    self.0.metrics().completed(streak_name(&request.worker_name, worker), 1);
                     *succeeded.entry(*run).or_default() += 1;
                     (pb::Outcome::Accepted, String::new())
                 }
@@ -348,6 +342,7 @@ impl<S: Store> Worker for WorkerService<S> {
         }
         let now_s = Utc::now().timestamp();
         let name = streak_name(&request.worker_name, worker);
+        self.0.metrics().completed(name, succeeded.values().sum::<usize>() as u64);
         for (run, count) in succeeded {
             if let Ok(context) = self.0.run_context(run).await {
                 self.record_outcomes(&context, name, Outcomes { succeeded: u32::try_from(count).unwrap_or(u32::MAX), retryable_failures: &[] }).await;
@@ -371,7 +366,7 @@ impl<S: Store> Worker for WorkerService<S> {
             let (job, attempt) = (JobId(failure.job_id), Attempt(failure.attempt));
             let class = acufarm_proto::failure_class(failure.class).map_err(|e| Status::invalid_argument(format!("{e}; send retryable, permanent or qa")))?;
             match records.get(&job) {
-                Some(record) if holds(record, attempt, worker) => {
+                Some(record) if record.held_by(attempt, worker) => {
                     by_run.entry(record.run).or_default().push((index, FailureRequest { job, attempt, class, message: failure.message.clone() }));
                 }
                 record => answers[index] = Some(outcome(pb::Outcome::Stale, job, attempt, stale_detail(record, attempt, worker))),
@@ -382,14 +377,7 @@ impl<S: Store> Worker for WorkerService<S> {
             let run = self.0.run_context(run_id).await?;
             let requests: Vec<FailureRequest> = failures.iter().map(|(_, f)| f.clone()).collect();
             let reports = self.0.inner.store.fail(&requests, &run.policy, Utc::now()).await.map_err(store_status)?;
-            // Retryable failures the store took count against the worker; bad inputs and QA
-            // refusals say nothing about it.
-            let retryable: Vec<String> = requests
-                .iter()
-                .zip(&reports)
-                .filter(|(request, report)| request.class == FailureClass::Retryable && !matches!(report.outcome, Failure::Stale(_)))
-                .map(|(request, _)| request.message.clone())
-                .collect();
+            let retryable = quarantine::counted_failures(&requests, &reports);
             self.record_outcomes(&run, streak_name(&request.worker_name, worker), Outcomes { succeeded: 0, retryable_failures: &retryable }).await;
             let mut finished = 0;
             for ((index, request), report) in failures.iter().zip(reports) {

@@ -330,6 +330,13 @@ pub struct JobRecord {
     pub last_error: Option<String>,
 }
 
+impl JobRecord {
+    /// Whether `attempt` of `worker` still holds the job's lease (so its report may commit).
+    pub fn held_by(&self, attempt: Attempt, worker: &str) -> bool {
+        self.state == JobState::Leased && self.attempt == attempt && self.leased_by.as_deref() == Some(worker)
+    }
+}
+
 /// Which jobs of a run to list.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {

@@ -5,9 +5,9 @@
 
 use super::{
     CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite, LeaseRequest, LeasedJob, ManifestClaim,
-    ManifestCounts, NewRun, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store, SucceededStream, chrono_duration,
-    column, manifest_claim_from, parse_errors, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, quarantined,
-    run_transition, shard_statuses, succeeded_from_row, validate_new_run,
+    ManifestCounts, NewRun, RESET_STREAK, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store, SucceededStream,
+    chrono_duration, column, manifest_claim_from, parse_errors, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit,
+    quarantined, run_transition, shard_statuses, succeeded_from_row, validate_new_run,
 };
 use crate::error::StoreError;
 use crate::quarantine::{self, Outcomes, Quarantined, Streak};
@@ -35,7 +35,6 @@ const JOB_RECORDS: &str = include_str!("sql/sqlite/job_records.sql");
 const HAS_UNFINISHED: &str = include_str!("sql/sqlite/has_unfinished.sql");
 const RUN_JOBS: &str = include_str!("sql/sqlite/run_jobs.sql");
 const CLAIM_MANIFEST: &str = include_str!("sql/sqlite/claim_manifest.sql");
-const RESET_STREAK: &str = super::RESET_STREAK;
 const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, max_lost, state, created_at";
 
 #[derive(Debug, Clone)]
@@ -568,8 +567,7 @@ impl Store for SqliteStore {
     }
 
     async fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> Result<Vec<RunId>> {
-        const OPERATION: &str = "releasing a quarantined worker";
-        let mut tx = self.begin_write(OPERATION).await?;
+        // One statement: atomic without a transaction of its own.
         let released: Vec<i64> = sqlx::query_scalar(
             "UPDATE run_workers SET failures = 0, errors = '[]', quarantined_at = NULL, updated_at = $3 \
              WHERE worker = $1 AND quarantined_at IS NOT NULL AND ($2 IS NULL OR run_id = $2) RETURNING run_id",
@@ -577,10 +575,9 @@ impl Store for SqliteStore {
         .bind(worker)
         .bind(run.map(|run| run.0))
         .bind(timestamp(now))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
-        .map_err(StoreError::db(OPERATION))?;
-        tx.commit().await.map_err(StoreError::db(OPERATION))?;
+        .map_err(StoreError::db("releasing a quarantined worker"))?;
         let mut released: Vec<RunId> = released.into_iter().map(RunId).collect();
         released.sort();
         Ok(released)

@@ -174,16 +174,7 @@ impl JobSource for GrpcSource {
                 async move { client.complete(request).await }
             })
             .await;
-        match result {
-            Ok(response) => log_outcomes("completion", &response.outcomes),
-            Err(CallError::Fatal(e)) => return Err(e),
-            Err(CallError::Refused { endpoint, status }) => tracing::warn!(
-                "coordinator {endpoint} refused the completion of {} jobs ({}); they are queued again when their leases expire",
-                jobs.len(),
-                describe(&status)
-            ),
-        }
-        Ok(())
+        settle("completion", jobs.len(), result.map(|response| response.outcomes))
     }
 
     async fn fail(&self, jobs: Vec<(Job, JobError)>) -> Result<(), AgentError> {
@@ -207,23 +198,28 @@ impl JobSource for GrpcSource {
                 async move { client.fail(request).await }
             })
             .await;
-        match result {
-            Ok(response) => log_outcomes("failure", &response.outcomes),
-            Err(CallError::Fatal(e)) => return Err(e),
-            Err(CallError::Refused { endpoint, status }) => tracing::warn!(
-                "coordinator {endpoint} refused the failure report of {} jobs ({}); they are queued again when their leases expire",
-                jobs.len(),
-                describe(&status)
-            ),
-        }
-        Ok(())
+        settle("failure", jobs.len(), result.map(|response| response.outcomes))
     }
 }
 
-fn log_outcomes(what: &str, outcomes: &[ReportOutcome]) {
-    for o in outcomes {
-        if o.outcome == Outcome::Stale as i32 {
-            tracing::warn!(job = o.job_id, attempt = o.attempt, "the coordinator ignored a stale {what} report: {}", o.detail);
+/// The end of a report of `jobs` jobs (`what`: completion or failure): stale answers and a refusal
+/// are logged (the jobs go back to the queue when their leases expire); only a fatal error ends
+/// the worker.
+fn settle(what: &str, jobs: usize, result: Result<Vec<ReportOutcome>, CallError>) -> Result<(), AgentError> {
+    match result {
+        Ok(outcomes) => {
+            for o in outcomes.iter().filter(|o| o.outcome == Outcome::Stale as i32) {
+                tracing::warn!(job = o.job_id, attempt = o.attempt, "the coordinator ignored a stale {what} report: {}", o.detail);
+            }
+            Ok(())
+        }
+        Err(CallError::Fatal(e)) => Err(e),
+        Err(CallError::Refused { endpoint, status }) => {
+            tracing::warn!(
+                "coordinator {endpoint} refused the {what} report of {jobs} jobs ({}); they are queued again when their leases expire",
+                describe(&status)
+            );
+            Ok(())
         }
     }
 }
