@@ -129,8 +129,24 @@ async fn fail_one<S: Store>(store: &S, job: JobId, attempt: i32, class: FailureC
     store.fail(&[request], &policy(), now).await.unwrap()[0].outcome
 }
 
+/// The run's counts by state, as the state counters give them, after checking them (and every
+/// shard's) against the jobs themselves: every scenario that looks at counts checks the counters.
 async fn counts<S: Store>(store: &S, run: RunId) -> StateCounts {
-    store.run_status(run).await.unwrap().counts
+    let status = store.run_status(run).await.unwrap();
+    let jobs = store.run_jobs(run, &JobFilter::default()).await.unwrap();
+    let mut total = StateCounts::default();
+    for job in &jobs {
+        total.add(job.state, 1);
+    }
+    assert_eq!(status.counts, total, "the state counters disagree with the jobs");
+    for shard in &status.shards {
+        let mut counted = StateCounts::default();
+        for job in jobs.iter().filter(|job| job.shard_key == shard.key) {
+            counted.add(job.state, 1);
+        }
+        assert_eq!(shard.counts, counted, "shard {}'s state counters disagree with its jobs", shard.key);
+    }
+    status.counts
 }
 
 fn state_counts(queued: u64, leased: u64, succeeded: u64, failed: u64, cancelled: u64) -> StateCounts {

@@ -381,10 +381,10 @@ impl Store for PgStore {
         for row in &count_rows {
             let shard = ShardId(column(row, "shard_id")?);
             let state = parse_job_state(&column::<_, String>(row, "state")?)?;
-            let jobs = column::<_, i64>(row, "jobs")? as u64;
+            let jobs = u64::try_from(column::<_, i64>(row, "jobs")?).map_err(|_| StoreError::Corrupt { detail: format!("the state counters of run {run} add up to a negative number") })?;
             total.add(state, jobs);
             counts.push((shard, state, jobs));
-            last_change = last_change.max(Some(column::<_, DateTime<Utc>>(row, "last_change")?));
+            last_change = last_change.max(column::<_, Option<DateTime<Utc>>>(row, "last_change")?);
         }
         Ok(RunStatus { run: info, counts: total, last_change, shards: shard_statuses(shards, &counts) })
     }

@@ -1,3 +1,4 @@
--- Whether run $1 has a queued or leased job.
-SELECT EXISTS (SELECT 1 FROM jobs WHERE run_id = $1 AND state = 'queued')
-    OR EXISTS (SELECT 1 FROM jobs WHERE run_id = $1 AND state = 'leased')
+-- Whether run $1 has a queued or leased job, from the state counters.
+SELECT COALESCE(sum(jobs), 0) > 0
+FROM state_counts
+WHERE run_id = $1 AND state IN ('queued', 'leased')
