@@ -20,7 +20,7 @@ pub enum Role {
     Worker,
     /// People and scripts running the farm: the `Admin` service.
     Operator,
-    /// Read-only views (the HTTP API's reads, still to come); operator tokens may read too.
+    /// Read-only views (the HTTP API's reads and the dashboard); operator tokens may read too.
     Read,
 }
 
@@ -29,6 +29,15 @@ impl Role {
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// The role's name in session cookies and API answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Operator => "operator",
+            Role::Read => "read",
+        }
     }
 
     /// The role in words, with its article.
@@ -126,7 +135,7 @@ pub fn read_secret_file(path: &Path, setting: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot read {} named by {setting} ({e}); check the path and that the coordinator may read it", path.display()))
 }
 
-fn digest(token: &[u8]) -> [u8; 32] {
+pub(crate) fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
@@ -188,7 +197,10 @@ impl Tokens {
     }
 
     fn classify(&self, presented: &[u8], role: Role) -> Match {
-        let presented = digest(presented);
+        self.classify_digest(&digest(presented), role)
+    }
+
+    fn classify_digest(&self, presented: &[u8; 32], role: Role) -> Match {
         let digests = self.digests.read().unwrap_or_else(|p| p.into_inner());
         let mut found = [false; 3];
         // Every digest of every role is compared, whatever matched already.
@@ -205,6 +217,34 @@ impl Tokens {
             Some(other) => Match::OtherRole(other),
             None => Match::Unknown,
         }
+    }
+
+    /// The digest of `token` and the role a dashboard session opened with it gets: operator
+    /// before read-only; a worker token or an unknown one opens none (the error says which).
+    pub fn session_role(&self, token: &[u8]) -> Result<([u8; 32], Role), Status> {
+        let presented = digest(token);
+        for role in [Role::Operator, Role::Read] {
+            match self.classify_digest(&presented, role) {
+                Match::Allowed => return Ok((presented, role)),
+                Match::OtherRole(Role::Worker) => {
+                    return Err(Status::permission_denied(
+                        "that is a worker token, which opens no dashboard session; sign in with a read-only or operator token",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Err(Status::unauthenticated(format!(
+            "the coordinator refused the token; sign in with a token from its {} or {}",
+            Role::Read.settings(),
+            Role::Operator.settings()
+        )))
+    }
+
+    /// Whether the token a session was opened with (by digest) is still one of `role`'s, so
+    /// removing a token from its file ends the sessions opened with it.
+    pub fn digest_allows(&self, digest: &[u8; 32], role: Role) -> bool {
+        self.classify_digest(digest, role) == Match::Allowed
     }
 
     /// Checks the `authorization: Bearer <token>` value of a call that needs `role`. Refusals are

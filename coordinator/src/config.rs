@@ -53,6 +53,8 @@ pub enum ConfigError {
     TlsPair,
     #[error("tls_client_ca (mutual TLS) needs TLS itself; set tls_cert and tls_key too")]
     ClientCaWithoutTls,
+    #[error("the session key is {length} characters long; give at least 32 (e.g. the output of `openssl rand -hex 32`) in session_key_file")]
+    ShortSessionKey { length: usize },
     #[error("{what} must be at least {min} seconds, not {value}; raise it in the config or its ACUFARM_ variable")]
     TooShort { what: &'static str, min: u64, value: u64 },
 }
@@ -98,6 +100,13 @@ pub struct Config {
     /// them ahead of it.
     pub read_token: Secret,
     pub read_token_file: Option<PathBuf>,
+    /// The key the dashboard's session cookies are signed with (at least 32 bytes of text, e.g.
+    /// `openssl rand -hex 32`). Give every replica the same key so a cookie from one works on
+    /// all; without one each process makes its own and its cookies die with it.
+    pub session_key: Secret,
+    pub session_key_file: Option<PathBuf>,
+    /// How long a dashboard session lasts before the token must be given again.
+    pub session_seconds: u64,
     /// PEM certificate chain the coordinator serves TLS with (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -135,6 +144,9 @@ impl Default for Config {
             operator_token_file: None,
             read_token: Secret::default(),
             read_token_file: None,
+            session_key: Secret::default(),
+            session_key_file: None,
+            session_seconds: 12 * 3600,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -167,6 +179,9 @@ impl fmt::Debug for Config {
             .field("operator_token_file", &self.operator_token_file)
             .field("read_token", &self.read_token)
             .field("read_token_file", &self.read_token_file)
+            .field("session_key", &self.session_key)
+            .field("session_key_file", &self.session_key_file)
+            .field("session_seconds", &self.session_seconds)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)
@@ -223,7 +238,7 @@ impl Config {
         toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), reason: e.message().to_string() })
     }
 
-    fn secret_slots(&mut self) -> [SecretSlot<'_>; 6] {
+    fn secret_slots(&mut self) -> [SecretSlot<'_>; 7] {
         [
             SecretSlot { key: "database_url", value: &mut self.database_url, file: &mut self.database_url_file },
             SecretSlot { key: "redis_url", value: &mut self.redis_url, file: &mut self.redis_url_file },
@@ -231,6 +246,7 @@ impl Config {
             SecretSlot { key: "worker_token", value: &mut self.worker_token, file: &mut self.worker_token_file },
             SecretSlot { key: "operator_token", value: &mut self.operator_token, file: &mut self.operator_token_file },
             SecretSlot { key: "read_token", value: &mut self.read_token, file: &mut self.read_token_file },
+            SecretSlot { key: "session_key", value: &mut self.session_key, file: &mut self.session_key_file },
         ]
     }
 
@@ -290,15 +306,18 @@ impl Config {
         seconds("ACUFARM_REAP_INTERVAL_SECONDS", &mut self.reap_interval_seconds)?;
         seconds("ACUFARM_PRESENCE_TTL_SECONDS", &mut self.presence_ttl_seconds)?;
         seconds("ACUFARM_METRICS_KEEP_FINISHED_SECONDS", &mut self.metrics_keep_finished_seconds)?;
+        seconds("ACUFARM_SESSION_SECONDS", &mut self.session_seconds)?;
         Ok(())
     }
 
     /// The database and Redis URLs named by files are read once, here; token files stay files
     /// (they are re-read when they change, see [`Tokens`]).
     fn read_secret_files(&mut self) -> Result<(), ConfigError> {
-        for (key, value, file) in
-            [("database_url_file", &mut self.database_url, &self.database_url_file), ("redis_url_file", &mut self.redis_url, &self.redis_url_file)]
-        {
+        for (key, value, file) in [
+            ("database_url_file", &mut self.database_url, &self.database_url_file),
+            ("redis_url_file", &mut self.redis_url, &self.redis_url_file),
+            ("session_key_file", &mut self.session_key, &self.session_key_file),
+        ] {
             if let Some(path) = file {
                 *value = Secret::new(read_secret_file(path, key).map_err(ConfigError::Secret)?.trim());
             }
@@ -341,11 +360,16 @@ impl Config {
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return Err(ConfigError::ClientCaWithoutTls);
         }
+        let key = self.session_key.expose().trim().len();
+        if key > 0 && key < 32 {
+            return Err(ConfigError::ShortSessionKey { length: key });
+        }
         for (what, value) in [
             ("lease_seconds", self.lease_seconds),
             ("heartbeat_seconds", self.heartbeat_seconds),
             ("reap_interval_seconds", self.reap_interval_seconds),
             ("presence_ttl_seconds", self.presence_ttl_seconds),
+            ("session_seconds", self.session_seconds),
         ] {
             if value < 1 {
                 return Err(ConfigError::TooShort { what, min: 1, value });

@@ -145,7 +145,7 @@ async fn write_inner<S: Store>(store: &S, run: RunId, run_name: &str, output: &S
     let prepared = async {
         let totals = write_rows(store, run, output, &mut files, &mut keeper).await?;
         // Failures by class (retryable, permanent, qa): failed jobs are few, so read them.
-        let failed = store.run_jobs(run, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: None }).await?;
+        let failed = store.run_jobs(run, &JobFilter { state: Some(JobState::Failed), ..JobFilter::default() }).await?;
         let mut failures: BTreeMap<String, usize> = BTreeMap::new();
         for job in &failed {
             *failures.entry(job.failure_class.map_or("unknown", |c| c.as_str()).to_string()).or_default() += 1;

@@ -124,6 +124,8 @@ pub struct Metrics {
     workers: Family<WorkerStateLabels, Gauge>,
     /// Completions this coordinator accepted per worker name, for the images/s gauge.
     done_by: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>>,
+    /// The same per run.
+    done_in: std::sync::Mutex<std::collections::HashMap<acufarm_core::RunId, std::collections::VecDeque<(std::time::Instant, u64)>>>,
     /// One scrape at a time: the gauges are cleared and refilled for each.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -162,6 +164,7 @@ impl Default for Metrics {
             worker_rate,
             workers,
             done_by: Default::default(),
+            done_in: Default::default(),
             scrape: tokio::sync::Mutex::new(()),
         }
     }
@@ -180,6 +183,39 @@ impl Metrics {
         let events = done.entry(worker.to_string()).or_default();
         prune(events, now);
         events.push_back((now, jobs));
+    }
+
+    /// `jobs` completions of run `run` through this coordinator, for its rate without Redis.
+    pub fn run_completed(&self, run: acufarm_core::RunId, jobs: u64) {
+        if jobs == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut done = self.done_in.lock().unwrap_or_else(|p| p.into_inner());
+        let events = done.entry(run).or_default();
+        prune(events, now);
+        events.push_back((now, jobs));
+    }
+
+    /// Images/s of a run through this coordinator over the last minute.
+    pub fn run_rate(&self, run: acufarm_core::RunId) -> f64 {
+        let now = std::time::Instant::now();
+        let mut done = self.done_in.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(events) = done.get_mut(&run) else { return 0.0 };
+        prune(events, now);
+        events.iter().map(|(_, n)| n).sum::<u64>() as f64 / RATE_WINDOW.as_secs_f64()
+    }
+
+    /// Images/s of each worker (by name) through this coordinator over the last minute.
+    pub fn worker_rates(&self) -> std::collections::HashMap<String, f64> {
+        let now = std::time::Instant::now();
+        let mut done = self.done_by.lock().unwrap_or_else(|p| p.into_inner());
+        done.iter_mut()
+            .map(|(worker, events)| {
+                prune(events, now);
+                (worker.clone(), events.iter().map(|(_, n)| n).sum::<u64>() as f64 / RATE_WINDOW.as_secs_f64())
+            })
+            .collect()
     }
 
     pub fn failed(&self, class: acufarm_core::FailureClass) {

@@ -64,6 +64,7 @@ conformance!(
     concurrent_manifest_claims_have_one_winner,
     a_retry_is_offered_to_other_workers_first,
     a_worker_failing_in_a_row_is_quarantined_on_that_run_until_released,
+    job_listing_filters_by_worker_class_and_prefix_and_pages_by_id,
 );
 
 const BUNDLE: &str = "bundle-a";
@@ -684,4 +685,51 @@ async fn a_worker_failing_in_a_row_is_quarantined_on_that_run_until_released<S: 
     assert!(store.quarantined_workers(None).await.unwrap().is_empty());
     assert_eq!(lease(&store, "gpu-7", 10, at(8)).await.len(), 3);
     assert_eq!(record(0, &errors[..2]).await, None, "the streak starts again from zero");
+}
+
+async fn job_listing_filters_by_worker_class_and_prefix_and_pages_by_id<S: Store>(store: S) {
+    let run = store.create_run(&new_run("listing", 0, &["m1", "m2"], 3), false, at(0)).await.unwrap();
+    let by_w1 = lease(&store, "w1", 2, at(1)).await;
+    let by_w2 = lease(&store, "w2", 2, at(1)).await;
+    assert_eq!(complete_one(&store, by_w1[0].job, 1, at(2)).await, Completion::Accepted);
+    assert_eq!(fail_one(&store, by_w1[1].job, 1, FailureClass::Qa, at(2)).await, Failure::Failed { exhausted: false });
+    assert_eq!(fail_one(&store, by_w2[0].job, 1, FailureClass::Permanent, at(2)).await, Failure::Failed { exhausted: false });
+    let list = |filter: JobFilter| {
+        let store = store.clone();
+        async move { store.run_jobs(run, &filter).await.unwrap().into_iter().map(|job| job.job).collect::<Vec<_>>() }
+    };
+
+    // The worker of the latest attempt stays on the job after the attempt ended.
+    assert_eq!(list(JobFilter { worker: Some("w1".into()), ..JobFilter::default() }).await, [by_w1[0].job, by_w1[1].job]);
+    let records = store.job_records(&[by_w1[0].job]).await.unwrap();
+    assert_eq!((records[0].worker.as_deref(), records[0].leased_by.as_deref()), (Some("w1"), None));
+    assert_eq!(parsed(records[0].result.as_deref().unwrap()), json!({ "attempt": 1 }));
+    assert_eq!(records[0].updated_at, at(2));
+    assert_eq!(list(JobFilter { failure_class: Some(FailureClass::Qa), ..JobFilter::default() }).await, [by_w1[1].job]);
+    assert_eq!(
+        list(JobFilter { state: Some(JobState::Failed), worker: Some("w2".into()), ..JobFilter::default() }).await,
+        [by_w2[0].job],
+        "filters combine"
+    );
+    let m2: Vec<JobId> = store.run_jobs(run, &JobFilter { shard_keys: Some(vec!["m2".into()]), ..JobFilter::default() }).await.unwrap().iter().map(|j| j.job).collect();
+    assert_eq!(list(JobFilter { sample_prefix: Some("m2_".into()), ..JobFilter::default() }).await, m2);
+    assert_eq!(list(JobFilter { sample_prefix: Some("m2_00".into()), ..JobFilter::default() }).await.len(), 3);
+    assert!(list(JobFilter { sample_prefix: Some("m3".into()), ..JobFilter::default() }).await.is_empty());
+    // A prefix is text, not a pattern.
+    assert!(list(JobFilter { sample_prefix: Some("m_".into()), ..JobFilter::default() }).await.is_empty());
+
+    // Pages of two, each after the last id of the one before, cover every job once.
+    let all = list(JobFilter::default()).await;
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(JobFilter { after, limit: Some(2), ..JobFilter::default() }).await;
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().copied();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(all.len(), 6);
 }

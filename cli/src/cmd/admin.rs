@@ -70,11 +70,14 @@ pub struct StatusArgs {
 pub struct ResubmitArgs {
     run: String,
     /// Resubmit every failed job of the run.
-    #[arg(long, conflicts_with = "shard", required_unless_present = "shard")]
+    #[arg(long, conflicts_with_all = ["shard", "job"], required_unless_present_any = ["shard", "job"])]
     failed: bool,
     /// Resubmit the failed jobs of these shards (repeatable).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "job")]
     shard: Vec<String>,
+    /// Resubmit these jobs, by id (repeatable; only failed ones are queued again).
+    #[arg(long)]
+    job: Vec<i64>,
     /// A corrected spec (e.g. a fixed sample-id grammar) to re-resolve against; the run keeps it.
     #[arg(long)]
     spec: Option<PathBuf>,
@@ -359,7 +362,8 @@ pub fn resubmit(args: ResubmitArgs) -> anyhow::Result<()> {
     };
     runtime()?.block_on(async {
         let mut client = connect(&args.connection).await?;
-        let request = pb::ResubmitRequest { run: args.run.clone(), failed: args.failed, shards: args.shard.clone(), spec_toml, spec_path, files };
+        let request =
+            pb::ResubmitRequest { run: args.run.clone(), failed: args.failed, shards: args.shard.clone(), spec_toml, spec_path, files, job_ids: args.job.clone() };
         let answer = client.resubmit(request).await.map_err(refused)?.into_inner();
         if args.json {
             println!("{}", json!({"run": args.run, "requeued": answer.requeued, "unresolved": answer.unresolved}));

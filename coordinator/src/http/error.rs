@@ -12,11 +12,27 @@ const TABLE: &[(&str, StatusCode, tonic::Code)] = &[
     ("tls_required", StatusCode::BAD_REQUEST, tonic::Code::Unauthenticated),
     ("permission_denied", StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
     ("not_found", StatusCode::NOT_FOUND, tonic::Code::NotFound),
+    ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED, tonic::Code::Unimplemented),
     ("conflict", StatusCode::CONFLICT, tonic::Code::AlreadyExists),
     ("failed_precondition", StatusCode::CONFLICT, tonic::Code::FailedPrecondition),
     ("unavailable", StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
     ("internal", StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
 ];
+
+/// The body of every error answer, as the OpenAPI document describes it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// One of: bad_request, unauthenticated, tls_required, permission_denied, not_found,
+    /// method_not_allowed, conflict, failed_precondition, unavailable, internal.
+    pub code: String,
+    /// One sentence naming the problem and the fix.
+    pub message: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -27,6 +43,22 @@ pub struct ApiError {
 impl ApiError {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new("bad_request", message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new("unauthenticated", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new("permission_denied", message)
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new("method_not_allowed", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -46,6 +78,8 @@ impl ApiError {
         let code = match &error {
             StoreError::RunNotFound { .. } => "not_found",
             StoreError::RunNameTaken { .. } => "conflict",
+            StoreError::InvalidRun { .. } => "bad_request",
+            StoreError::RunCancelled { .. } => "failed_precondition",
             _ if error.is_retryable() => "unavailable",
             _ => "internal",
         };
@@ -80,8 +114,9 @@ impl From<tonic::Status> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status(), [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        let status = self.status();
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        (status, axum::Json(body)).into_response()
     }
 }
 

@@ -1,12 +1,17 @@
 //! The coordinator's HTTP server (axum) on its own address (`http_listen`, default
-//! `127.0.0.1:7172`): `/healthz`, `/readyz` and `/metrics` now; the JSON API and the dashboard
-//! build on it (ARCHITECTURE.md, "operating the farm from a browser"). It serves TLS with the
-//! gRPC side's certificate (the same files, reloaded together) and refuses plaintext on a TLS
-//! port with a sentence, as the gRPC side does.
+//! `127.0.0.1:7172`): `/healthz`, `/readyz`, `/metrics`, the JSON API under `/api/v1/` (described
+//! by `/api/openapi.json`, generated from the handlers' annotations) and, later, the dashboard
+//! (ARCHITECTURE.md, "operating the farm from a browser"). It serves TLS with the gRPC side's
+//! certificate (the same files, reloaded together) and refuses plaintext on a TLS port with a
+//! sentence, as the gRPC side does. Every answer carries a strict Content-Security-Policy.
 
+mod actions;
+mod api;
 mod error;
+mod session;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
+pub use session::SessionKey;
 
 use crate::auth::Role;
 use crate::service::Coordinator;
@@ -14,15 +19,44 @@ use crate::store::Store;
 use crate::tls::{Conn, ConnInfo};
 use axum::Router;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use utoipa::OpenApi;
+
+/// Pages may load only this server's own scripts, styles and images, and no one may frame them.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The OpenAPI document: every API route, from the handlers' `#[utoipa::path]` annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "acufarm coordinator API", description = "Runs, shards, jobs and workers of an acufarm render farm, and the actions on them. \
+        Reads take a read-only or operator token (`Authorization: Bearer …`) or a dashboard session cookie; actions an operator one."),
+    paths(
+        api::runs, api::run, api::shards, api::jobs, api::job, api::workers,
+        actions::pause, actions::resume, actions::cancel, actions::resubmit, actions::release,
+        session::sign_in, session::current, session::sign_out,
+        healthz, readyz, metrics, openapi,
+    ),
+    tags(
+        (name = "runs", description = "Runs and their shards"),
+        (name = "jobs", description = "Jobs, filtered and paged"),
+        (name = "workers", description = "GPU workers"),
+        (name = "actions", description = "Changes (operator)"),
+        (name = "session", description = "The dashboard's sign-in"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
 
 /// Serves until `shutdown` resolves.
 pub async fn serve<S: Store>(
@@ -41,16 +75,86 @@ pub async fn serve<S: Store>(
     }
 }
 
-/// The routes, generic over the store so embedded mode can serve them too.
+/// The routes, generic over the store so embedded mode can serve them too. Each one is listed in
+/// [`ApiDoc`]; a test checks that every documented route answers.
 pub fn router<S: Store>(coordinator: Coordinator<S>) -> Router {
     let mutual = coordinator.server_tls().is_some_and(|tls| tls.mutual());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics::<S>))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/v1/runs", get(api::runs::<S>))
+        .route("/api/v1/runs/{run}", get(api::run::<S>))
+        .route("/api/v1/runs/{run}/shards", get(api::shards::<S>))
+        .route("/api/v1/runs/{run}/jobs", get(api::jobs::<S>))
+        .route("/api/v1/runs/{run}/pause", post(actions::pause::<S>))
+        .route("/api/v1/runs/{run}/resume", post(actions::resume::<S>))
+        .route("/api/v1/runs/{run}/cancel", post(actions::cancel::<S>))
+        .route("/api/v1/runs/{run}/resubmit", post(actions::resubmit::<S>))
+        .route("/api/v1/jobs/{id}", get(api::job::<S>))
+        .route("/api/v1/workers", get(api::workers::<S>))
+        .route("/api/v1/workers/{name}/release", post(actions::release::<S>))
+        .route("/api/v1/session", post(session::sign_in::<S>).get(session::current::<S>).delete(session::sign_out::<S>))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(mutual, https_only))
+        .layer(middleware::from_fn(security_headers))
         .with_state(coordinator)
+}
+
+/// The headers every answer carries: the CSP, no MIME sniffing, no referrer, no framing.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// The OpenAPI document of this API (absolute paths).
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], ApiDoc::openapi().to_json().unwrap_or_default()).into_response()
+}
+
+/// A JSON request body; a missing body reads as the type's default (`{}`), a bad one is a 400
+/// naming what is wrong.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|error| ApiError::bad_request(format!("the request body could not be read ({error}); send JSON")))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|error| ApiError::bad_request(format!("the request body is not what this call takes ({error}); see /api/openapi.json")))
+    }
+}
+
+/// Query parameters; a bad one is a 400 naming it.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|query| Params(query.0))
+            .map_err(|error| ApiError::bad_request(format!("the query is not valid ({}); see /api/openapi.json for this call's parameters", error.body_text())))
+    }
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    ApiError::method_not_allowed(format!("{} is not a method {} takes; see /api/openapi.json", request.method(), request.uri().path())).into_response()
 }
 
 /// A plaintext request on a TLS port, or one without a client certificate under mutual TLS, is
@@ -71,12 +175,15 @@ async fn https_only(State(mutual): State<bool>, request: Request, next: Next) ->
 }
 
 /// The process is up; depends on nothing external.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up")))]
 async fn healthz() -> Response {
     json_response(serde_json::json!({"status": "ok"}))
 }
 
 /// Ready when the database answers; Redis down is reported as degraded but never makes the
 /// coordinator unready (it is disposable by design).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready; `redis` is ok, degraded or off"), (status = 503, description = "The database does not answer", body = ErrorBody)))]
 async fn readyz<S: Store>(State(coordinator): State<Coordinator<S>>) -> Response {
     let redis = match (coordinator.has_redis(), coordinator.redis_ok().await) {
         (false, _) => "off",
@@ -90,6 +197,7 @@ async fn readyz<S: Store>(State(coordinator): State<Coordinator<S>>) -> Response
 }
 
 /// Prometheus text; behind the read token when `metrics_require_token` is set.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "OpenMetrics text")))]
 async fn metrics<S: Store>(State(coordinator): State<Coordinator<S>>, headers: HeaderMap) -> Response {
     if coordinator.config().metrics_require_token
         && let Err(status) = coordinator.tokens().check(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes), Role::Read)
@@ -105,7 +213,7 @@ async fn metrics<S: Store>(State(coordinator): State<Coordinator<S>>, headers: H
 }
 
 async fn not_found(request: Request) -> Response {
-    ApiError::not_found(format!("no such page: {}; the coordinator serves /healthz, /readyz and /metrics", request.uri().path())).into_response()
+    ApiError::not_found(format!("no such page: {}; the API is under /api/v1/ (see /api/openapi.json)", request.uri().path())).into_response()
 }
 
 fn json_response(body: serde_json::Value) -> Response {

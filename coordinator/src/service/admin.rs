@@ -8,7 +8,7 @@ use crate::events::Event;
 use crate::runs;
 use crate::store::ManifestCounts;
 use crate::store::{JobFilter, RunInfo, Store};
-use acufarm_core::{FailureClass, JobState, RunSpec, resolve};
+use acufarm_core::{FailureClass, JobId, JobState, RunSpec, resolve};
 use acufarm_proto::admin_server::Admin;
 use acufarm_proto::v1 as pb;
 use acufarm_storage::{SHIPPED, STAGING, Storage};
@@ -54,7 +54,7 @@ fn counts(counts: &crate::state::StateCounts) -> pb::Counts {
 }
 
 impl<S: Store> AdminService<S> {
-    async fn find(&self, name: &str) -> Result<RunInfo, Status> {
+    pub(crate) async fn find(&self, name: &str) -> Result<RunInfo, Status> {
         if name.is_empty() {
             return Err(Status::invalid_argument("no run named; give the run name (see `acufarm status`)"));
         }
@@ -75,11 +75,11 @@ impl<S: Store> AdminService<S> {
         Ok((input, resolution))
     }
 
-    async fn run_status(&self, info: &RunInfo, failures_limit: u32) -> Result<pb::RunStatus, Status> {
+    pub(crate) async fn run_status(&self, info: &RunInfo, failures_limit: u32) -> Result<pb::RunStatus, Status> {
         let store = &self.0.inner.store;
         let status = store.run_status(info.id).await.map_err(store_status)?;
         let failed =
-            store.run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), shard_keys: None, limit: Some(failures_limit) }).await.map_err(store_status)?;
+            store.run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), limit: Some(failures_limit), ..JobFilter::default() }).await.map_err(store_status)?;
         let quarantined = store.quarantined_workers(Some(info.id)).await.map_err(store_status)?;
         let context = self.0.run_context(info.id).await.ok();
         let output_url = context.as_ref().map(|run| run.output_url.clone()).unwrap_or_default();
@@ -119,7 +119,11 @@ impl<S: Store> AdminService<S> {
                 })
                 .collect(),
             output_url,
-            rate_per_s: self.0.inner.events.rate(info.id.0, Utc::now().timestamp()).await,
+            rate_per_s: if self.0.has_redis() && self.0.inner.events.ok().await {
+                self.0.inner.events.rate(info.id.0, Utc::now().timestamp()).await
+            } else {
+                self.0.metrics().run_rate(info.id)
+            },
             qa_json,
             quarantined: quarantined
                 .into_iter()
@@ -128,7 +132,7 @@ impl<S: Store> AdminService<S> {
         })
     }
 
-    async fn change(&self, name: &str, action: &str) -> Result<Response<pb::RunStateResponse>, Status> {
+    pub(crate) async fn change(&self, name: &str, action: &str) -> Result<Response<pb::RunStateResponse>, Status> {
         let info = self.find(name).await?;
         let store = &self.0.inner.store;
         let now = Utc::now();
@@ -234,13 +238,33 @@ impl<S: Store> Admin for AdminService<S> {
 
     async fn resubmit(&self, request: Request<pb::ResubmitRequest>) -> Result<Response<pb::ResubmitResponse>, Status> {
         let request = request.into_inner();
-        if !request.failed && request.shards.is_empty() {
+        if !request.failed && request.shards.is_empty() && request.job_ids.is_empty() {
             return Err(Status::invalid_argument(
-                "say which jobs to resubmit: --failed for every failed job, or --shard KEY for the failed jobs of chosen shards",
+                "say which jobs to resubmit: --failed for every failed job, --shard KEY for the failed jobs of chosen shards, or --job ID for chosen jobs",
             ));
         }
         let info = self.find(&request.run).await?;
         let store = &self.0.inner.store;
+        if !request.shards.is_empty() {
+            let status = store.run_status(info.id).await.map_err(store_status)?;
+            for key in &request.shards {
+                if !status.shards.iter().any(|shard| &shard.key == key) {
+                    return Err(Status::not_found(format!("run `{}` has no shard `{key}`; see the shard keys with `acufarm status {}`", info.name, info.name)));
+                }
+            }
+        }
+        let failed = if request.job_ids.is_empty() {
+            let filter = JobFilter { state: Some(JobState::Failed), shard_keys: (!request.shards.is_empty()).then(|| request.shards.clone()), ..JobFilter::default() };
+            store.run_jobs(info.id, &filter).await.map_err(store_status)?
+        } else {
+            let ids: Vec<JobId> = request.job_ids.iter().map(|id| JobId(*id)).collect();
+            let found = store.job_records(&ids).await.map_err(store_status)?;
+            if let Some(missing) = ids.iter().find(|id| !found.iter().any(|job| job.job == **id && job.run == info.id)) {
+                return Err(Status::not_found(format!("run `{}` has no job {missing}; list its jobs with the API's /api/v1/runs/{}/jobs", info.name, info.name)));
+            }
+            // Only failed jobs are queued again; the others are left as they are.
+            found.into_iter().filter(|job| job.state == JobState::Failed).collect()
+        };
         let (spec_text, spec_path) = if request.spec_toml.is_empty() {
             (info.spec.clone(), format!("<stored spec of run {}>", info.name))
         } else {
@@ -253,20 +277,10 @@ impl<S: Store> Admin for AdminService<S> {
                 spec.run.name, info.name
             )));
         }
-        if !request.shards.is_empty() {
-            let status = store.run_status(info.id).await.map_err(store_status)?;
-            for key in &request.shards {
-                if !status.shards.iter().any(|shard| &shard.key == key) {
-                    return Err(Status::not_found(format!("run `{}` has no shard `{key}`; see the shard keys with `acufarm status {}`", info.name, info.name)));
-                }
-            }
-        }
         if !request.spec_toml.is_empty() {
             let output = Storage::open(&spec.dataset.as_ref().expect("checked").output).map_err(storage_status)?;
             ship_files(&spec, &request.files, &output, &spec_path).await?;
         }
-        let filter = JobFilter { state: Some(JobState::Failed), shard_keys: (!request.shards.is_empty()).then(|| request.shards.clone()), limit: None };
-        let failed = store.run_jobs(info.id, &filter).await.map_err(store_status)?;
         let (_, resolution) = self.resolve(&spec).await?;
         let (resubmissions, unresolved) = runs::re_resolve(&failed, &resolution).map_err(|e| Status::internal(e.to_string()))?;
         if !request.spec_toml.is_empty() {

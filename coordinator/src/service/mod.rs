@@ -3,7 +3,7 @@
 //! Redis for presence, live events and rates. The service keeps no job state of its own: a
 //! restarted coordinator serves the same workers and runs from the database.
 
-mod admin;
+pub(crate) mod admin;
 mod finish;
 mod worker;
 
@@ -62,6 +62,8 @@ pub(crate) struct Inner<S> {
     /// the counts it was written at, so `Status` does not read the summary file on every call.
     qa_summaries: Mutex<HashMap<RunId, ((u64, u64), String)>>,
     pub metrics: crate::metrics::Metrics,
+    /// Signs the dashboard's session cookies.
+    session_key: crate::http::SessionKey,
 }
 
 /// The coordinator: cheap to clone, shared by both gRPC services and the background tasks.
@@ -155,6 +157,7 @@ impl<S: Store> Coordinator<S> {
         let events = Events::with_ca(config.redis_url.expose(), &config.redis_prefix, Duration::from_secs(config.presence_ttl_seconds), redis_ca)?;
         let tokens = Arc::new(config.tokens().map_err(|e| e.to_string())?);
         let tls = config.tls().map(ServerTls::load).transpose()?.map(Arc::new);
+        let session_key = crate::http::SessionKey::new(Some(config.session_key.expose()));
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -167,6 +170,7 @@ impl<S: Store> Coordinator<S> {
                 finished: Mutex::new(HashMap::new()),
                 qa_summaries: Mutex::new(HashMap::new()),
                 metrics: crate::metrics::Metrics::default(),
+                session_key,
             }),
         })
     }
@@ -309,6 +313,10 @@ impl<S: Store> Coordinator<S> {
 
     pub(crate) fn tokens(&self) -> &Tokens {
         &self.inner.tokens
+    }
+
+    pub(crate) fn session_key(&self) -> &crate::http::SessionKey {
+        &self.inner.session_key
     }
 
     pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {

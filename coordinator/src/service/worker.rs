@@ -344,6 +344,7 @@ impl<S: Store> Worker for WorkerService<S> {
         let name = streak_name(&request.worker_name, worker);
         self.0.metrics().completed(name, succeeded.values().sum::<usize>() as u64);
         for (run, count) in succeeded {
+            self.0.metrics().run_completed(run, count as u64);
             if let Ok(context) = self.0.run_context(run).await {
                 self.record_outcomes(&context, name, Outcomes { succeeded: u32::try_from(count).unwrap_or(u32::MAX), retryable_failures: &[] }).await;
             }

@@ -328,6 +328,12 @@ pub struct JobRecord {
     pub spec: String,
     pub failure_class: Option<FailureClass>,
     pub last_error: Option<String>,
+    /// The name of the worker that took the latest attempt (kept after it ended).
+    pub worker: Option<String>,
+    /// The completion's result as JSON text, once succeeded.
+    pub result: Option<String>,
+    /// When the job last changed (state, lease or report).
+    pub updated_at: DateTime<Utc>,
 }
 
 impl JobRecord {
@@ -337,12 +343,19 @@ impl JobRecord {
     }
 }
 
-/// Which jobs of a run to list.
+/// Which jobs of a run to list; every field left `None` means "any".
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub state: Option<JobState>,
     /// Only these shard keys (all shards when `None`).
     pub shard_keys: Option<Vec<String>>,
+    /// Only jobs whose latest attempt was taken by the worker of this name.
+    pub worker: Option<String>,
+    pub failure_class: Option<FailureClass>,
+    /// Only sample ids starting with this text.
+    pub sample_prefix: Option<String>,
+    /// Only jobs after this one in id order (keyset pagination: pass the last id of a page).
+    pub after: Option<JobId>,
     pub limit: Option<u32>,
 }
 

@@ -144,6 +144,9 @@ fn record_from_row(row: &PgRow) -> Result<JobRecord> {
         spec: column(row, "spec")?,
         failure_class: parse_failure_class(column(row, "failure_class")?)?,
         last_error: column(row, "last_error")?,
+        worker: column(row, "worker")?,
+        result: column(row, "result")?,
+        updated_at: column(row, "updated_at")?,
     })
 }
 
@@ -466,6 +469,10 @@ impl Store for PgStore {
             .bind(filter.state.map(|state| state.as_str()))
             .bind(filter.shard_keys.clone())
             .bind(filter.limit.map(i64::from))
+            .bind(filter.worker.as_deref())
+            .bind(filter.failure_class.map(|class| class.as_str()))
+            .bind(filter.after.map(|job| job.0))
+            .bind(filter.sample_prefix.as_deref())
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("listing a run's jobs"))?;

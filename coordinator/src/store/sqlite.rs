@@ -268,6 +268,7 @@ impl Store for SqliteStore {
             .bind(timestamp(expires))
             .bind(timestamp(request.now))
             .bind(id_array(order.iter().copied()))
+            .bind(&request.worker_name)
             .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::db(OPERATION))?;
@@ -453,6 +454,10 @@ impl Store for SqliteStore {
             .bind(filter.state.map(|state| state.as_str()))
             .bind(keys)
             .bind(filter.limit.map_or(-1, i64::from))
+            .bind(filter.worker.as_deref())
+            .bind(filter.failure_class.map(|class| class.as_str()))
+            .bind(filter.after.map(|job| job.0))
+            .bind(filter.sample_prefix.as_deref())
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("listing a run's jobs"))?;
@@ -611,6 +616,9 @@ fn record_from_row(row: &SqliteRow) -> Result<JobRecord> {
         spec: column(row, "spec")?,
         failure_class: parse_failure_class(column(row, "failure_class")?)?,
         last_error: column(row, "last_error")?,
+        worker: column(row, "worker")?,
+        result: column(row, "result")?,
+        updated_at: parse_timestamp(&column::<_, String>(row, "updated_at")?)?,
     })
 }
 

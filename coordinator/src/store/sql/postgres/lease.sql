@@ -6,7 +6,7 @@
 -- scanned. Rows locked but not kept are released when the statement ends.
 -- $4 = now, $5 = lease expiry, $6 = the worker's name: a run that quarantined it is skipped
 -- (quarantine.rs). A job whose last attempt failed on this worker ($1) is left to other workers
--- until its `others_until`.
+-- until its `others_until`. `worker` keeps the name after the attempt ends (job listing).
 WITH picked AS (
     SELECT candidate.id, runs.priority
     FROM runs
@@ -37,6 +37,7 @@ UPDATE jobs
 SET state = 'leased',
     attempt = jobs.attempt + 1,
     leased_by = $1,
+    worker = $6,
     lease_expires_at = $5,
     updated_at = $4
 FROM picked

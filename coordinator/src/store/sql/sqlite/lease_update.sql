@@ -3,6 +3,7 @@ UPDATE jobs
 SET state = 'leased',
     attempt = attempt + 1,
     leased_by = $1,
+    worker = $5,
     lease_expires_at = $2,
     updated_at = $3
 WHERE id IN (SELECT value FROM json_each($4))

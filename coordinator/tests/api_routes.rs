@@ -1,0 +1,243 @@
+//! The HTTP API's route table, through the coordinator's real router over a real (SQLite) store:
+//! every route with no token, a wrong token, a token of the wrong role and the right one; unknown
+//! runs and jobs; bad queries and bodies; sessions (cookie, expiry of the token behind it, Origin);
+//! and the OpenAPI document against the router. Every answer must carry the CSP header, and every
+//! error must be `{"error": {"code", "message"}}` — never a 500.
+
+use acufarm_coordinator::http::{ApiDoc, router};
+use acufarm_coordinator::store::{NewJob, NewRun};
+use acufarm_coordinator::{Config, Coordinator, SqliteStore, Store};
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use utoipa::OpenApi;
+
+const WORKER: &str = "worker-token-0123456789";
+const OPERATOR: &str = "operator-token-0123456789";
+const READ: &str = "read-token-0123456789";
+const HOST: &str = "127.0.0.1:7172";
+
+struct Api {
+    app: axum::Router,
+    _folder: tempfile::TempDir,
+    job: i64,
+}
+
+async fn api() -> Api {
+    let folder = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&folder.path().join("farm.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    let run = NewRun {
+        name: "r1".into(),
+        spec: "[run]\nname = \"r1\"\n".into(),
+        priority: 0,
+        bundle_sha256: "b".repeat(64),
+        max_lost: 5,
+        shards: vec!["m1".into(), "m2".into()],
+        jobs: (0..4).map(|i| NewJob { shard_key: if i < 2 { "m1" } else { "m2" }.into(), sample_id: format!("s{i}"), spec: json!({"i": i}) }).collect(),
+    };
+    let run_id = store.create_run(&run, false, chrono::Utc::now()).await.unwrap();
+    let job = store.run_jobs(run_id, &Default::default()).await.unwrap()[0].job.0;
+    let env = |name: &str| match name {
+        "ACUFARM_DATABASE_URL" => Some("sqlite://unused".to_string()),
+        "ACUFARM_WORKER_TOKEN" => Some(WORKER.to_string()),
+        "ACUFARM_OPERATOR_TOKEN" => Some(OPERATOR.to_string()),
+        "ACUFARM_READ_TOKEN" => Some(READ.to_string()),
+        "ACUFARM_SESSION_KEY" => Some("k".repeat(40)),
+        _ => None,
+    };
+    let config = Config::load(None, env).unwrap();
+    Api { app: router(Coordinator::new(store, config).unwrap()), _folder: folder, job }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+#[derive(Default, Clone)]
+struct Call<'a> {
+    token: Option<&'a str>,
+    cookie: Option<String>,
+    origin: Option<&'a str>,
+    body: Option<Value>,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, call: Call<'_>) -> Answer {
+        let mut request = Request::builder().method(method).uri(path).header(header::HOST, HOST);
+        if let Some(token) = call.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(cookie) = &call.cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        if let Some(origin) = call.origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        let body = match &call.body {
+            Some(body) => Body::from(body.to_string()),
+            None => Body::empty(),
+        };
+        let response = self.app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        assert!(headers.get(header::CONTENT_SECURITY_POLICY).is_some_and(|csp| csp.to_str().unwrap().contains("script-src 'self'")), "{method} {path}: no CSP");
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{method} {path}: {body}");
+        if !status.is_success() {
+            let error = &body["error"];
+            assert!(error["code"].is_string() && error["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: error body {body}");
+        }
+        Answer { status, headers, body }
+    }
+
+    async fn status(&self, method: &str, path: &str, call: Call<'_>) -> StatusCode {
+        self.call(method, path, call).await.status
+    }
+
+    /// Signs in with `token` and returns the cookie to send back.
+    async fn session(&self, token: &str) -> String {
+        let answer = self.call("POST", "/api/v1/session", Call { body: Some(json!({ "token": token })), ..Call::default() }).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        let set = answer.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().to_string();
+        for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+            assert!(set.contains(attribute), "{set} lacks {attribute}");
+        }
+        assert!(!set.contains(token), "the token itself must not be in the cookie");
+        set.split(';').next().unwrap().to_string()
+    }
+}
+
+fn bearer(token: &str) -> Call<'_> {
+    Call { token: Some(token), ..Call::default() }
+}
+
+#[tokio::test]
+async fn every_route_refuses_missing_wrong_and_other_role_tokens_and_answers_the_right_one() {
+    let api = api().await;
+    let job = format!("/api/v1/jobs/{}", api.job);
+    let reads = ["/api/v1/runs", "/api/v1/runs/r1", "/api/v1/runs/r1/shards", "/api/v1/runs/r1/jobs", job.as_str(), "/api/v1/workers"];
+    for path in reads {
+        assert_eq!(api.status("GET", path, Call::default()).await, StatusCode::UNAUTHORIZED, "GET {path} without a token");
+        assert_eq!(api.status("GET", path, bearer("not-a-token")).await, StatusCode::UNAUTHORIZED, "GET {path} with a wrong token");
+        assert_eq!(api.status("GET", path, bearer(WORKER)).await, StatusCode::FORBIDDEN, "GET {path} with a worker token");
+        assert_eq!(api.status("GET", path, bearer(READ)).await, StatusCode::OK, "GET {path} with a read token");
+        assert_eq!(api.status("GET", path, bearer(OPERATOR)).await, StatusCode::OK, "GET {path} with an operator token");
+    }
+    let actions = ["/api/v1/runs/r1/pause", "/api/v1/runs/r1/resume", "/api/v1/runs/r1/resubmit", "/api/v1/workers/w1/release"];
+    for path in actions {
+        assert_eq!(api.status("POST", path, Call::default()).await, StatusCode::UNAUTHORIZED, "POST {path} without a token");
+        assert_eq!(api.status("POST", path, bearer("not-a-token")).await, StatusCode::UNAUTHORIZED, "POST {path} with a wrong token");
+        assert_eq!(api.status("POST", path, bearer(WORKER)).await, StatusCode::FORBIDDEN, "POST {path} with a worker token");
+        assert_eq!(api.status("POST", path, bearer(READ)).await, StatusCode::FORBIDDEN, "POST {path} with a read token");
+    }
+    let paused = api.call("POST", "/api/v1/runs/r1/pause", bearer(OPERATOR)).await;
+    assert_eq!((paused.status, paused.body["state"].as_str()), (StatusCode::OK, Some("paused")));
+    let resumed = api.call("POST", "/api/v1/runs/r1/resume", bearer(OPERATOR)).await;
+    assert_eq!(resumed.body["state"], "active");
+    // Open routes.
+    for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json"] {
+        assert_eq!(api.status("GET", path, Call::default()).await, StatusCode::OK, "GET {path}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_things_are_404_and_bad_requests_400_with_a_sentence() {
+    let api = api().await;
+    let table: &[(&str, &str, Option<Value>, StatusCode, &str)] = &[
+        ("GET", "/api/v1/runs/nope", None, StatusCode::NOT_FOUND, "no run named `nope`"),
+        ("GET", "/api/v1/runs/nope/shards", None, StatusCode::NOT_FOUND, "no run named"),
+        ("GET", "/api/v1/runs/nope/jobs", None, StatusCode::NOT_FOUND, "no run named"),
+        ("GET", "/api/v1/jobs/999999", None, StatusCode::NOT_FOUND, "there is no job 999999"),
+        ("GET", "/api/v1/jobs/abc", None, StatusCode::BAD_REQUEST, "`abc` is not a job id"),
+        ("GET", "/api/v1/runs/r1/jobs?state=bogus", None, StatusCode::BAD_REQUEST, "`state=bogus` is not a job state"),
+        ("GET", "/api/v1/runs/r1/jobs?class=bogus", None, StatusCode::BAD_REQUEST, "`class=bogus` is not a failure class"),
+        ("GET", "/api/v1/runs/r1/jobs?limit=0", None, StatusCode::BAD_REQUEST, "out of range"),
+        ("GET", "/api/v1/runs/r1/jobs?after=x", None, StatusCode::BAD_REQUEST, "the query is not valid"),
+        ("POST", "/api/v1/runs/nope/pause", None, StatusCode::NOT_FOUND, "no run named"),
+        ("POST", "/api/v1/runs/r1/resubmit", None, StatusCode::BAD_REQUEST, "exactly one of"),
+        ("POST", "/api/v1/runs/r1/resubmit", Some(json!({"all": true, "jobs": [1]})), StatusCode::BAD_REQUEST, "exactly one of"),
+        ("POST", "/api/v1/runs/r1/resubmit", Some(json!({"everything": true})), StatusCode::BAD_REQUEST, "unknown field"),
+        ("POST", "/api/v1/runs/nope/resubmit", Some(json!({"all": true})), StatusCode::NOT_FOUND, "no run named"),
+        ("POST", "/api/v1/runs/r1/resubmit", Some(json!({"jobs": [999999]})), StatusCode::NOT_FOUND, "has no job 999999"),
+        ("POST", "/api/v1/workers/w1/release", None, StatusCode::NOT_FOUND, "is not quarantined"),
+        ("GET", "/api/v1/nothing", None, StatusCode::NOT_FOUND, "no such page"),
+        ("PUT", "/api/v1/runs", None, StatusCode::METHOD_NOT_ALLOWED, "is not a method"),
+    ];
+    for (method, path, body, expected, sentence) in table {
+        let answer = api.call(method, path, Call { token: Some(OPERATOR), body: body.clone(), ..Call::default() }).await;
+        assert_eq!(answer.status, *expected, "{method} {path}: {}", answer.body);
+        let message = answer.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(sentence), "{method} {path}: `{message}` should say `{sentence}`");
+    }
+    // Filters and pages work on the real store.
+    let page = api.call("GET", "/api/v1/runs/r1/jobs?shard=m2&limit=1", bearer(READ)).await.body;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["jobs"][0]["sample_id"], "s2");
+    let next = page["next_after"].as_i64().unwrap();
+    let rest = api.call("GET", &format!("/api/v1/runs/r1/jobs?shard=m2&limit=1&after={next}"), bearer(READ)).await.body;
+    assert_eq!(rest["jobs"][0]["sample_id"], "s3");
+    let run = api.call("GET", "/api/v1/runs/r1", bearer(READ)).await.body;
+    assert_eq!((run["counts"]["queued"].as_u64(), run["total"].as_u64(), run["parameters"]["run"]["name"].as_str()), (Some(4), Some(4), Some("r1")));
+    let shards = api.call("GET", "/api/v1/runs/r1/shards", bearer(READ)).await.body;
+    assert_eq!(shards["shards"].as_array().unwrap().iter().map(|s| s["counts"]["queued"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 2]);
+}
+
+#[tokio::test]
+async fn a_session_cookie_stands_for_its_token_and_changes_need_this_sites_origin() {
+    let api = api().await;
+    let origin = format!("http://{HOST}");
+    let read = api.session(READ).await;
+    let operator = api.session(OPERATOR).await;
+    let with = |cookie: &String, origin: Option<&'static str>| Call { cookie: Some(cookie.clone()), origin, ..Call::default() };
+    let origin: &'static str = Box::leak(origin.into_boxed_str());
+
+    assert_eq!(api.status("GET", "/api/v1/runs", with(&read, None)).await, StatusCode::OK);
+    let session = api.call("GET", "/api/v1/session", with(&operator, None)).await;
+    assert_eq!(session.body["role"], "operator");
+    // Read sessions cannot act; operator sessions can, from this site's pages only.
+    assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&read, Some(origin))).await, StatusCode::FORBIDDEN);
+    assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&operator, None)).await, StatusCode::FORBIDDEN, "no Origin");
+    assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&operator, Some("http://evil.example"))).await, StatusCode::FORBIDDEN);
+    assert_eq!(api.status("GET", "/api/v1/runs", with(&operator, Some("http://evil.example"))).await, StatusCode::FORBIDDEN, "a foreign page may not read either");
+    assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&operator, Some(origin))).await, StatusCode::OK);
+
+    // Sign-in refusals, and a tampered cookie.
+    let refused = |token: &'static str| Call { body: Some(json!({ "token": token })), ..Call::default() };
+    assert_eq!(api.status("POST", "/api/v1/session", refused(WORKER)).await, StatusCode::FORBIDDEN);
+    assert_eq!(api.status("POST", "/api/v1/session", refused("nope")).await, StatusCode::UNAUTHORIZED);
+    let forged = operator.replacen("operator", "read", 1);
+    assert_eq!(api.status("GET", "/api/v1/runs", with(&forged, None)).await, StatusCode::UNAUTHORIZED);
+    let signed_out = api.call("DELETE", "/api/v1/session", Call::default()).await;
+    assert_eq!(signed_out.status, StatusCode::NO_CONTENT);
+    assert!(signed_out.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().contains("Max-Age=0"));
+}
+
+/// Every route of the OpenAPI document is served (none falls through to "no such page" or "not a
+/// method"), with absolute paths.
+#[tokio::test]
+async fn the_openapi_document_lists_routes_the_router_serves() {
+    let api = api().await;
+    let document = api.call("GET", "/api/openapi.json", Call::default()).await.body;
+    let paths = document["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), ApiDoc::openapi().paths.paths.len());
+    let mut operations = 0;
+    for (path, item) in paths {
+        assert!(path.starts_with('/'), "{path} is not absolute");
+        let concrete = path.replace("{run}", "r1").replace("{id}", &api.job.to_string()).replace("{name}", "w1");
+        for method in ["get", "post", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            operations += 1;
+            let answer = api.call(&method.to_uppercase(), &concrete, bearer(OPERATOR)).await;
+            let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+            assert!(!message.contains("no such page") && answer.status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not served: {message}");
+        }
+    }
+    assert!(operations >= 18, "{operations} operations documented");
+}
