@@ -6,6 +6,7 @@
 #                              a MediaPipe venv for the landmark-drift agreement tests,
 #                              a transformers 4.x venv (no ftfy) for the tokenizer reference,
 #                              rustfmt + clippy, cargo-nextest, cargo-fuzz (with nightly),
+#                              curl, Chromium and its WebDriver (HTTP and browser tests),
 #                              PostgreSQL and Redis running
 #
 # ACUFARM_HOME defaults to ~/.cache/acufarm.
@@ -107,6 +108,8 @@ install_test_tools() {
   # The HTTP end-to-end tests speak to the coordinator with curl (also over TLS, with client
   # certificates).
   command -v curl >/dev/null || apt_install curl
+  # The dashboard's browser tests drive Debian's headless Chromium through its WebDriver.
+  { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || apt_install chromium chromium-driver
 }
 
 install_nextest() {

@@ -218,6 +218,29 @@ impl Events {
         self.call("publishing an event", |mut conn| async move { conn.publish::<_, _, ()>(channel, text).await }).await;
     }
 
+    /// A subscription to the event channel (every replica's events), or `None` without Redis or
+    /// while it is down. The stream ends when the connection drops; subscribe again then.
+    pub async fn subscribe(&self) -> Option<futures_util::stream::BoxStream<'static, String>> {
+        use futures_util::StreamExt;
+        let client = self.client.as_ref()?;
+        let mut pubsub = match tokio::time::timeout(CALL_TIMEOUT * 2, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => {
+                self.warn("subscribing to events", &e);
+                return None;
+            }
+            Err(_) => {
+                self.warn("subscribing to events", &"timed out");
+                return None;
+            }
+        };
+        if let Err(e) = pubsub.subscribe(self.channel()).await {
+            self.warn("subscribing to events", &e);
+            return None;
+        }
+        Some(pubsub.into_on_message().filter_map(|message| async move { message.get_payload::<String>().ok() }).boxed())
+    }
+
     /// Adds finished jobs to the run's per-second counter.
     pub async fn count_done(&self, run_id: i64, jobs: usize, now_unix_s: i64) {
         let key = self.counter_key(run_id, now_unix_s);

@@ -20,6 +20,7 @@ const HOST: &str = "127.0.0.1:7172";
 
 struct Api {
     app: axum::Router,
+    store: SqliteStore,
     _folder: tempfile::TempDir,
     job: i64,
 }
@@ -48,7 +49,7 @@ async fn api() -> Api {
         _ => None,
     };
     let config = Config::load(None, env).unwrap();
-    Api { app: router(Coordinator::new(store, config).unwrap()), _folder: folder, job }
+    Api { app: router(Coordinator::new(store.clone(), config).unwrap()), store, _folder: folder, job }
 }
 
 struct Answer {
@@ -84,6 +85,11 @@ impl Api {
         let response = self.app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
+        if headers.get(header::CONTENT_TYPE).is_some_and(|kind| kind.as_bytes().starts_with(b"text/event-stream")) {
+            // A live stream never ends; its own test reads it.
+            assert!(headers.get(header::CONTENT_SECURITY_POLICY).is_some(), "{method} {path}: no CSP");
+            return Answer { status, headers, body: Value::Null };
+        }
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         assert!(headers.get(header::CONTENT_SECURITY_POLICY).is_some_and(|csp| csp.to_str().unwrap().contains("script-src 'self'")), "{method} {path}: no CSP");
@@ -120,7 +126,7 @@ fn bearer(token: &str) -> Call<'_> {
 async fn every_route_refuses_missing_wrong_and_other_role_tokens_and_answers_the_right_one() {
     let api = api().await;
     let job = format!("/api/v1/jobs/{}", api.job);
-    let reads = ["/api/v1/runs", "/api/v1/runs/r1", "/api/v1/runs/r1/shards", "/api/v1/runs/r1/jobs", job.as_str(), "/api/v1/workers"];
+    let reads = ["/api/v1/runs", "/api/v1/runs/r1", "/api/v1/runs/r1/shards", "/api/v1/runs/r1/jobs", job.as_str(), "/api/v1/workers", "/api/v1/events"];
     for path in reads {
         assert_eq!(api.status("GET", path, Call::default()).await, StatusCode::UNAUTHORIZED, "GET {path} without a token");
         assert_eq!(api.status("GET", path, bearer("not-a-token")).await, StatusCode::UNAUTHORIZED, "GET {path} with a wrong token");
@@ -239,5 +245,108 @@ async fn the_openapi_document_lists_routes_the_router_serves() {
             assert!(!message.contains("no such page") && answer.status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not served: {message}");
         }
     }
-    assert!(operations >= 18, "{operations} operations documented");
+    assert!(operations >= 19, "{operations} operations documented");
+}
+
+/// One server-sent event.
+#[derive(Debug)]
+struct Sse {
+    event: String,
+    id: u64,
+    data: Value,
+}
+
+/// Reads events off a live response body.
+struct SseReader {
+    body: futures_util::stream::BoxStream<'static, Result<axum::body::Bytes, axum::Error>>,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn open(api: &Api, path: &str, last_event_id: Option<u64>) -> Self {
+        let mut request = Request::get(path).header(header::HOST, HOST).header(header::AUTHORIZATION, format!("Bearer {READ}"));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = api.app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+        Self { body: Box::pin(response.into_body().into_data_stream()), buffer: String::new() }
+    }
+
+    /// The next event (keep-alive comments skipped), within 20 s.
+    async fn next(&mut self) -> Sse {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| block.lines().find_map(|line| line.strip_prefix(name)).map(str::trim).map(str::to_string);
+                let Some(event) = field("event:") else { continue };
+                return Sse {
+                    event,
+                    id: field("id:").and_then(|id| id.parse().ok()).unwrap_or(0),
+                    data: serde_json::from_str(&field("data:").unwrap_or_default()).unwrap(),
+                };
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), self.body.next()).await.expect("an event within 20 s");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open").unwrap()));
+        }
+    }
+
+    /// The next event of this kind.
+    async fn next_of(&mut self, event: &str) -> Sse {
+        loop {
+            let next = self.next().await;
+            if next.event == event {
+                return next;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_events_send_a_snapshot_then_what_changed_and_resume_after_the_last_event_id() {
+    let api = api().await;
+    let mut live = SseReader::open(&api, "/api/v1/events?run=r1", None).await;
+    let snapshot = live.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(snapshot.data["runs"][0]["counts"]["queued"], 4);
+    assert_eq!(snapshot.data["shards"].as_array().unwrap().len(), 2, "the watched run's shards come with the snapshot");
+
+    // A change through the API reaches the stream as a delta of that run only.
+    assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", bearer(OPERATOR)).await, StatusCode::OK);
+    let paused = live.next_of("runs").await;
+    assert_eq!(paused.data["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(paused.data["runs"][0]["state"], "paused");
+    assert!(paused.id > snapshot.id);
+
+    // A change made behind the coordinator's back (straight in the store, as another replica
+    // would) is found by the hub's poll; the watched run's shard moves.
+    assert_eq!(api.status("POST", "/api/v1/runs/r1/resume", bearer(OPERATOR)).await, StatusCode::OK);
+    let request = acufarm_coordinator::store::LeaseRequest {
+        worker_id: "w1".into(),
+        worker_name: "w1".into(),
+        bundle_sha256: "b".repeat(64),
+        max_jobs: 1,
+        lease_duration: std::time::Duration::from_secs(60),
+        now: chrono::Utc::now(),
+    };
+    assert_eq!(api.store.lease(&request).await.unwrap().len(), 1);
+    let shards = loop {
+        let next = live.next_of("shards").await;
+        if next.data["shards"][0]["counts"]["leased"] == 1 {
+            break next;
+        }
+    };
+    assert_eq!((shards.data["run"].as_str(), shards.data["shards"][0]["key"].as_str()), (Some("r1"), Some("m1")));
+
+    // Reconnecting after the snapshot replays what was missed, without a new snapshot.
+    let mut resumed = SseReader::open(&api, "/api/v1/events?run=r1", Some(snapshot.id)).await;
+    let replayed = resumed.next().await;
+    assert_eq!((replayed.event.as_str(), replayed.id), ("runs", paused.id), "{replayed:?}");
+    // An id the hub does not hold (from another process's numbering) gets a snapshot.
+    let mut fresh = SseReader::open(&api, "/api/v1/events", Some(1_000_000)).await;
+    let first = fresh.next().await;
+    assert_eq!(first.event, "snapshot");
+    assert!(first.data.get("shards").is_none(), "no run watched, no shards");
 }

@@ -253,13 +253,18 @@ async fn find_run<S: Store>(coordinator: &Coordinator<S>, name: &str) -> Result<
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs",
     responses((status = 200, body = RunList), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
 pub async fn runs<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader) -> Result<Json<RunList>, ApiError> {
+    Ok(Json(RunList { runs: run_list(&coordinator).await? }))
+}
+
+/// Every run's view, oldest first.
+pub(super) async fn run_list<S: Store>(coordinator: &Coordinator<S>) -> Result<Vec<Run>, ApiError> {
     let admin = AdminService(coordinator.clone());
     let infos = coordinator.store().list_runs().await.map_err(ApiError::from_store)?;
     let mut runs = Vec::with_capacity(infos.len());
     for info in &infos {
         runs.push(run_view(&admin.run_status(info, 1).await?));
     }
-    Ok(Json(RunList { runs }))
+    Ok(runs)
 }
 
 /// One run: counts, rate, ETA, spec and parameters, QA summary, newest failures, quarantines.
@@ -295,7 +300,12 @@ pub async fn run<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader,
     responses((status = 200, body = ShardList), (status = 404, body = super::ErrorBody)))]
 pub async fn shards<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader, Path(name): Path<String>) -> Result<Json<ShardList>, ApiError> {
     let info = find_run(&coordinator, &name).await?;
-    let status = coordinator.store().run_status(info.id).await.map_err(ApiError::from_store)?;
+    Ok(Json(ShardList { shards: shard_list(&coordinator, info.id).await?, run: info.name }))
+}
+
+/// A run's shards, in shard order.
+pub(super) async fn shard_list<S: Store>(coordinator: &Coordinator<S>, run: acufarm_core::RunId) -> Result<Vec<Shard>, ApiError> {
+    let status = coordinator.store().run_status(run).await.map_err(ApiError::from_store)?;
     let shards = status
         .shards
         .iter()
@@ -312,7 +322,7 @@ pub async fn shards<S: Store>(State(coordinator): State<Coordinator<S>>, _: Read
             },
         })
         .collect();
-    Ok(Json(ShardList { run: info.name, shards }))
+    Ok(shards)
 }
 
 /// The filters of the jobs listing; every one is optional.
@@ -415,6 +425,10 @@ pub async fn job<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader,
 /// heartbeat), and every quarantined one with its reasons.
 #[utoipa::path(get, path = "/api/v1/workers", tag = "workers", responses((status = 200, body = WorkerList), (status = 401, body = super::ErrorBody)))]
 pub async fn workers<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader) -> Result<Json<WorkerList>, ApiError> {
+    Ok(Json(worker_list(&coordinator).await?))
+}
+
+pub(super) async fn worker_list<S: Store>(coordinator: &Coordinator<S>) -> Result<WorkerList, ApiError> {
     let store = coordinator.store();
     let presence = coordinator.has_redis() && coordinator.redis_ok().await;
     let live = if presence { coordinator.live_workers().await } else { Vec::new() };
@@ -476,5 +490,5 @@ pub async fn workers<S: Store>(State(coordinator): State<Coordinator<S>>, _: Rea
         });
     }
     workers.sort_by(|a, b| a.name.cmp(&b.name).then(a.worker_id.cmp(&b.worker_id)));
-    Ok(Json(WorkerList { workers, presence }))
+    Ok(WorkerList { workers, presence })
 }

@@ -9,9 +9,11 @@ mod actions;
 mod api;
 mod error;
 mod session;
+mod sse;
 
 pub use error::{ApiError, ErrorBody};
 pub use session::SessionKey;
+pub use sse::Hub;
 
 use crate::auth::Role;
 use crate::service::Coordinator;
@@ -42,7 +44,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
     info(title = "acufarm coordinator API", description = "Runs, shards, jobs and workers of an acufarm render farm, and the actions on them. \
         Reads take a read-only or operator token (`Authorization: Bearer …`) or a dashboard session cookie; actions an operator one."),
     paths(
-        api::runs, api::run, api::shards, api::jobs, api::job, api::workers,
+        api::runs, api::run, api::shards, api::jobs, api::job, api::workers, sse::events,
         actions::pause, actions::resume, actions::cancel, actions::resubmit, actions::release,
         session::sign_in, session::current, session::sign_out,
         healthz, readyz, metrics, openapi,
@@ -94,6 +96,7 @@ pub fn router<S: Store>(coordinator: Coordinator<S>) -> Router {
         .route("/api/v1/runs/{run}/resubmit", post(actions::resubmit::<S>))
         .route("/api/v1/jobs/{id}", get(api::job::<S>))
         .route("/api/v1/workers", get(api::workers::<S>))
+        .route("/api/v1/events", get(sse::events::<S>))
         .route("/api/v1/workers/{name}/release", post(actions::release::<S>))
         .route("/api/v1/session", post(session::sign_in::<S>).get(session::current::<S>).delete(session::sign_out::<S>))
         .fallback(not_found)

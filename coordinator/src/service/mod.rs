@@ -64,6 +64,8 @@ pub(crate) struct Inner<S> {
     pub metrics: crate::metrics::Metrics,
     /// Signs the dashboard's session cookies.
     session_key: crate::http::SessionKey,
+    /// Live updates for the dashboard.
+    hub: crate::http::Hub,
 }
 
 /// The coordinator: cheap to clone, shared by both gRPC services and the background tasks.
@@ -171,6 +173,7 @@ impl<S: Store> Coordinator<S> {
                 qa_summaries: Mutex::new(HashMap::new()),
                 metrics: crate::metrics::Metrics::default(),
                 session_key,
+                hub: crate::http::Hub::default(),
             }),
         })
     }
@@ -300,6 +303,7 @@ impl<S: Store> Coordinator<S> {
 
     pub(crate) fn touch(&self, run: RunId) {
         self.inner.touched.lock().unwrap_or_else(|p| p.into_inner()).insert(run);
+        self.inner.hub.poke();
     }
 
     /// The files of a run, cached.
@@ -313,6 +317,10 @@ impl<S: Store> Coordinator<S> {
 
     pub(crate) fn tokens(&self) -> &Tokens {
         &self.inner.tokens
+    }
+
+    pub(crate) fn hub(&self) -> &crate::http::Hub {
+        &self.inner.hub
     }
 
     pub(crate) fn session_key(&self) -> &crate::http::SessionKey {
