@@ -60,17 +60,38 @@ enum Command {
     },
 }
 
+/// Console logs (text, or one JSON object per line with `ACUFARM_LOG_FORMAT=json`) filtered by
+/// `ACUFARM_LOG` (default `warn`), plus the per-job log tails a worker sends with its failures
+/// (kept at `info` whatever the console shows).
+fn init_logging() -> Result<(), String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ACUFARM_LOG").unwrap_or_else(|_| "warn".into());
+    let console = match std::env::var("ACUFARM_LOG_FORMAT").as_deref() {
+        Ok("json") => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        // Colours only on a terminal: a log file gets plain text.
+        Ok("text") | Ok("") | Err(_) => {
+            tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).boxed()
+        }
+        Ok(other) => return Err(format!("ACUFARM_LOG_FORMAT = `{other}` is not a log format; use text or json")),
+    };
+    tracing_subscriber::registry()
+        .with(console.with_filter(filter))
+        .with(acufarm_worker::jobloop::logtail::layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+        .init();
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // One process-wide TLS crypto provider, before anything opens a connection: rustls refuses
     // to choose when a build holds more than one, and every crate here is pointed at aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    // Colours only on a terminal: a log file gets plain text.
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ACUFARM_LOG").unwrap_or_else(|_| "warn".into()))
-        .init();
+    if let Err(message) = init_logging() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Run(args) => embedded::run(args),
         Command::Augment(args) => cmd::augment::run(args),

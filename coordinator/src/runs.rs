@@ -207,7 +207,20 @@ mod tests {
     use std::path::Path;
 
     fn check(qa_try: u32, seed: u64, verdict: QaVerdict) -> QaRecord {
-        QaRecord { qa_try, seed, verdict, reason: None, drift_px: BTreeMap::new(), max_drift_px: None, inter_ocular_px: None, change_outside_face: 20.0 }
+        QaRecord {
+            qa_try,
+            seed,
+            verdict,
+            reason: None,
+            drift_px: BTreeMap::new(),
+            max_drift_px: None,
+            inter_ocular_px: None,
+            change_outside_face: 20.0,
+            source_points: BTreeMap::new(),
+            output_points: BTreeMap::new(),
+            source_size: None,
+            output_size: None,
+        }
     }
 
     #[test]

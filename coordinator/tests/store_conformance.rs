@@ -5,6 +5,7 @@ mod support;
 
 use acufarm_coordinator::state::{Completion, Expiry, Failure, ShardState, Stale, StateCounts};
 use acufarm_coordinator::store::{
+    AttemptOutcome,
     CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, ManifestClaim, ManifestCounts, NewJob, NewRun, Resubmission,
     Resubmitted, RunState, SucceededJob,
 };
@@ -65,6 +66,7 @@ conformance!(
     a_retry_is_offered_to_other_workers_first,
     a_worker_failing_in_a_row_is_quarantined_on_that_run_until_released,
     job_listing_filters_by_worker_class_and_prefix_and_pages_by_id,
+    failed_and_lost_attempts_are_kept_with_their_worker_and_detail,
 );
 
 const BUNDLE: &str = "bundle-a";
@@ -126,7 +128,7 @@ fn parsed(result: &str) -> serde_json::Value {
 }
 
 async fn fail_one<S: Store>(store: &S, job: JobId, attempt: i32, class: FailureClass, now: DateTime<Utc>) -> Failure {
-    let request = FailureRequest { job, attempt: Attempt(attempt), class, message: format!("{} failure", class.as_str()) };
+    let request = FailureRequest { job, attempt: Attempt(attempt), class, message: format!("{} failure", class.as_str()), detail: None };
     store.fail(&[request], &policy(), now).await.unwrap()[0].outcome
 }
 
@@ -361,9 +363,9 @@ async fn permanent_and_qa_failures_fail_at_once<S: Store>(store: S) {
     let run = store.create_run(&new_run("relight", 0, &["m01"], 2), false, at(0)).await.unwrap();
     let leased = lease(&store, "w1", 2, at(0)).await;
     let requests = [
-        FailureRequest { job: leased[0].job, attempt: Attempt(1), class: FailureClass::Permanent, message: "bad label JSON".into() },
-        FailureRequest { job: leased[1].job, attempt: Attempt(1), class: FailureClass::Qa, message: "drift above gate".into() },
-        FailureRequest { job: leased[1].job, attempt: Attempt(1), class: FailureClass::Retryable, message: "late".into() },
+        FailureRequest { job: leased[0].job, attempt: Attempt(1), class: FailureClass::Permanent, message: "bad label JSON".into(), detail: None },
+        FailureRequest { job: leased[1].job, attempt: Attempt(1), class: FailureClass::Qa, message: "drift above gate".into(), detail: None },
+        FailureRequest { job: leased[1].job, attempt: Attempt(1), class: FailureClass::Retryable, message: "late".into(), detail: None },
     ];
     let outcomes: Vec<Failure> = store.fail(&requests, &policy(), at(1)).await.unwrap().iter().map(|report| report.outcome).collect();
     assert_eq!(
@@ -434,7 +436,7 @@ async fn resubmit_requeues_failed_jobs_with_a_fresh_budget<S: Store>(store: S) {
     let leased = lease(&store, "w1", 2, at(0)).await;
     let (failed, done) = (leased[0].job, leased[1].job);
     let strict = RetryPolicy::builder().max_attempts(1).build();
-    let exhaust = FailureRequest { job: failed, attempt: Attempt(1), class: FailureClass::Retryable, message: "oom".into() };
+    let exhaust = FailureRequest { job: failed, attempt: Attempt(1), class: FailureClass::Retryable, message: "oom".into(), detail: None };
     assert_eq!(store.fail(&[exhaust], &strict, at(1)).await.unwrap()[0].outcome, Failure::Failed { exhausted: true });
     assert_eq!(complete_one(&store, done, 1, at(1)).await, Completion::Accepted);
 
@@ -452,7 +454,7 @@ async fn resubmit_requeues_failed_jobs_with_a_fresh_budget<S: Store>(store: S) {
     assert_eq!((again[0].job, again[0].attempt), (failed, Attempt(2)), "the fencing token keeps growing");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&again[0].spec).unwrap(), fixed_spec);
     assert_eq!(complete_one(&store, failed, 1, at(4)).await, Completion::Stale(Stale::Superseded { current: Attempt(2) }));
-    let retry = FailureRequest { job: failed, attempt: Attempt(2), class: FailureClass::Retryable, message: "oom".into() };
+    let retry = FailureRequest { job: failed, attempt: Attempt(2), class: FailureClass::Retryable, message: "oom".into(), detail: None };
     let two_tries = RetryPolicy::builder().max_attempts(2).backoff_base(Duration::from_secs(10)).build();
     assert_eq!(
         store.fail(&[retry], &two_tries, at(5)).await.unwrap()[0].outcome,
@@ -732,4 +734,30 @@ async fn job_listing_filters_by_worker_class_and_prefix_and_pages_by_id<S: Store
     }
     assert_eq!(paged, all);
     assert_eq!(all.len(), 6);
+}
+
+async fn failed_and_lost_attempts_are_kept_with_their_worker_and_detail<S: Store>(store: S) {
+    let run = store.create_run(&new_run("history", 0, &["m1"], 1), false, at(0)).await.unwrap();
+    let job = lease(&store, "w1", 1, at(1)).await[0].job;
+    let detail = json!({ "qa": [], "log": ["12:00:00 WARN out of GPU memory"] }).to_string();
+    let retry = FailureRequest { job, attempt: Attempt(1), class: FailureClass::Retryable, message: "oom".into(), detail: Some(detail.clone()) };
+    assert!(matches!(store.fail(&[retry.clone()], &policy(), at(2)).await.unwrap()[0].outcome, Failure::Retry { .. }));
+    // A stale repeat of the same report adds nothing.
+    assert!(matches!(store.fail(&[retry], &policy(), at(2)).await.unwrap()[0].outcome, Failure::Stale(_)));
+    // The second attempt's lease is lost; the third succeeds.
+    assert_eq!(lease(&store, "w2", 1, at(100)).await[0].attempt, Attempt(2));
+    assert_eq!(store.reap_expired(at(100) + chrono::Duration::from_std(LEASE).unwrap()).await.unwrap().len(), 1);
+    assert_eq!(lease(&store, "w1", 1, at(300)).await[0].attempt, Attempt(3));
+    assert_eq!(complete_one(&store, job, 3, at(301)).await, Completion::Accepted);
+
+    let attempts = store.attempts(job).await.unwrap();
+    assert_eq!(attempts.len(), 2, "the succeeded attempt is the job's result, not history: {attempts:?}");
+    assert_eq!((attempts[0].attempt, attempts[0].worker.as_deref(), attempts[0].outcome), (Attempt(1), Some("w1"), AttemptOutcome::Retried));
+    assert_eq!((attempts[0].failure_class, attempts[0].message.as_str(), attempts[0].ended_at), (Some(FailureClass::Retryable), "oom", at(2)));
+    assert_eq!(parsed(attempts[0].detail.as_deref().unwrap()), parsed(&detail));
+    assert_eq!((attempts[1].attempt, attempts[1].worker.as_deref(), attempts[1].outcome), (Attempt(2), Some("w2"), AttemptOutcome::Lost));
+    assert!(attempts[1].message.contains("lease expired"), "{}", attempts[1].message);
+    assert_eq!(attempts[1].detail, None);
+    assert!(store.attempts(JobId(999_999)).await.unwrap().is_empty());
+    let _ = run;
 }

@@ -130,6 +130,17 @@ pub struct QaRecord {
     pub inter_ocular_px: Option<f32>,
     /// Mean absolute change outside the source's face, 0–255 levels.
     pub change_outside_face: f32,
+    /// The 8 points as found on the source and on this output, in pixels of each image (x, y
+    /// from the top-left), for drawing them; points not found are absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_points: BTreeMap<String, [f32; 2]>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_points: BTreeMap<String, [f32; 2]>,
+    /// Width and height of the source and of the output the points are in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_size: Option<[u32; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_size: Option<[u32; 2]>,
 }
 
 impl QaRecord {
@@ -307,6 +318,10 @@ mod tests {
             max_drift_px: (verdict != QaVerdict::Unmeasured).then_some(drift),
             inter_ocular_px: None,
             change_outside_face: 10.0,
+            source_points: BTreeMap::new(),
+            output_points: BTreeMap::new(),
+            source_size: None,
+            output_size: None,
         };
         let mut totals = QaTotals::default();
         totals.add(&[check(0, QaVerdict::Pass, 2.0)]);

@@ -26,25 +26,43 @@ use std::time::Instant;
 pub struct JobError {
     pub class: FailureClass,
     pub message: String,
+    /// The QA gate's checks of every try, for a `qa` failure (the job page draws them).
+    pub qa: Vec<QaRecord>,
+    /// The last lines the worker logged for this job ([`crate::jobloop::logtail`]), filled when
+    /// the failure is reported.
+    pub log: Vec<String>,
 }
 
 impl JobError {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        Self { class, message: message.into(), qa: Vec::new(), log: Vec::new() }
+    }
+
+    /// What the coordinator keeps with the failed attempt besides the message: the QA checks
+    /// and the log lines, as JSON (empty when there are neither).
+    pub fn detail_json(&self) -> String {
+        if self.qa.is_empty() && self.log.is_empty() {
+            return String::new();
+        }
+        serde_json::json!({ "qa": self.qa, "log": self.log }).to_string()
+    }
+
     fn permanent(message: impl Into<String>) -> Self {
-        Self { class: FailureClass::Permanent, message: message.into() }
+        Self::new(FailureClass::Permanent, message)
     }
 }
 
 impl From<StorageError> for JobError {
     fn from(e: StorageError) -> Self {
         let class = if e.is_retryable() { FailureClass::Retryable } else { FailureClass::Permanent };
-        Self { class, message: e.to_string() }
+        Self::new(class, e.to_string())
     }
 }
 
 impl From<PipelineError> for JobError {
     fn from(e: PipelineError) -> Self {
         let class = if e.is_retryable() { FailureClass::Retryable } else { FailureClass::Permanent };
-        Self { class, message: e.to_string() }
+        Self::new(class, e.to_string())
     }
 }
 
@@ -229,7 +247,9 @@ fn gate(
         let mesh = pipeline.face_mesh().map_err(face_error)?;
         let points = mesh.points(image).map_err(face_error)?;
         let change = drift::gate::change_outside_face(source, image, face.roi.as_ref());
-        let record = drift::gate::judge(&plan.limits, &face, &points, change, current.qa_try, current.seed);
+        let mut record = drift::gate::judge(&plan.limits, &face, &points, change, current.qa_try, current.seed);
+        record.source_size = Some([source.width(), source.height()]);
+        record.output_size = Some([image.width(), image.height()]);
         let passed = record.passed();
         if !passed {
             tracing::info!(sample = %job.sample_id, qa_try = current.qa_try, reason = record.reason.as_deref().unwrap_or(""), "output failed the QA gate");
@@ -240,15 +260,13 @@ fn gate(
         }
     }
     let tries: Vec<String> = records.iter().map(|r| format!("try {} (seed {}): {}", r.qa_try, r.seed, r.reason.as_deref().unwrap_or("failed"))).collect();
-    Ok(Err(JobError {
-        class: FailureClass::Qa,
-        message: format!(
-            "{} failed the landmark-drift QA gate on all {} tries: {}; loosen the [qa] limits or raise max_retries and resubmit with the new spec",
-            job.output,
-            records.len(),
-            tries.join("; ")
-        ),
-    }))
+    let message = format!(
+        "{} failed the landmark-drift QA gate on all {} tries: {}; loosen the [qa] limits or raise max_retries and resubmit with the new spec, or regenerate it with new seeds",
+        job.output,
+        records.len(),
+        tries.join("; ")
+    );
+    Ok(Err(JobError { qa: records, ..JobError::new(FailureClass::Qa, message) }))
 }
 
 /// One pipeline call without the gate.
@@ -269,7 +287,7 @@ pub async fn stage(
 ) -> Result<Staged, JobError> {
     let upload_started = Instant::now();
     let bytes = image_io::encode_like(image, &fetched.source)
-        .map_err(|e| JobError { class: FailureClass::Retryable, message: format!("cannot encode {}: {e}", job.output) })?;
+        .map_err(|e| JobError::new(FailureClass::Retryable, format!("cannot encode {}: {e}", job.output)))?;
     let sha256 = sha256_bytes(&bytes);
     output.put(staging_key, Bytes::from(bytes)).await?;
     let mut timings = BTreeMap::from([

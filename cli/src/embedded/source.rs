@@ -143,6 +143,7 @@ impl JobSource for StoreSource {
                     attempt: Attempt(job.key.1),
                     class: FailureClass::Permanent,
                     message: "the job spec cannot be read; run again with --force".into(),
+                    detail: None,
                 }),
             }
         }
@@ -176,7 +177,7 @@ impl JobSource for StoreSource {
                 Err(error) => {
                     let message = format!("committing the output failed: {error}");
                     tracing::warn!(job = id.0, "{message}");
-                    commit_failures.push(FailureRequest { job: id, attempt, class: FailureClass::Retryable, message });
+                    commit_failures.push(FailureRequest { job: id, attempt, class: FailureClass::Retryable, message, detail: None });
                 }
             }
         }
@@ -195,7 +196,10 @@ impl JobSource for StoreSource {
     async fn fail(&self, jobs: Vec<(Job, JobError)>) -> anyhow::Result<()> {
         let failures: Vec<FailureRequest> = jobs
             .into_iter()
-            .map(|(job, e)| FailureRequest { job: JobId(job.key.0), attempt: Attempt(job.key.1), class: e.class, message: e.message })
+            .map(|(job, e)| {
+                let detail = Some(e.detail_json()).filter(|detail| !detail.is_empty());
+                FailureRequest { job: JobId(job.key.0), attempt: Attempt(job.key.1), class: e.class, message: e.message, detail }
+            })
             .collect();
         let failed = self.record_failures(&failures, true).await?;
         self.shared.progress.add(failed, failed);

@@ -173,6 +173,30 @@ pub struct JobDetail {
     /// The completion's record (output key, sha256, per-stage timings, QA checks), once succeeded.
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
+    /// The attempts that did not succeed, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// The QA checks to show (of the succeeded attempt, else of the newest failed one that has
+    /// them): each try's verdict, reason, drift per point and the 8 points on source and output.
+    #[schema(value_type = Vec<Object>)]
+    pub qa: Vec<serde_json::Value>,
+    /// Whether the run checks outputs (`[qa]`); without it there are no landmarks to show.
+    pub qa_enabled: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    pub attempt: i32,
+    pub worker: Option<String>,
+    /// RFC 3339.
+    pub ended_at: String,
+    /// `retried`, `failed` or `lost`.
+    pub outcome: String,
+    pub failure_class: Option<String>,
+    pub message: String,
+    /// The worker's last log lines for this attempt.
+    pub log: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub qa: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -416,9 +440,32 @@ pub async fn job<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader,
     let record = store.job_records(&[JobId(id)]).await.map_err(ApiError::from_store)?.into_iter().next();
     let record = record.ok_or_else(|| ApiError::not_found(format!("there is no job {id}; find jobs with /api/v1/runs/RUN/jobs")))?;
     let run = store.run(record.run).await.map_err(ApiError::from_store)?;
-    let spec = serde_json::from_str(&record.spec).unwrap_or(serde_json::Value::Null);
-    let result = record.result.as_deref().and_then(|text| serde_json::from_str(text).ok());
-    Ok(Json(JobDetail { job: Job::from(&record), run: run.name, spec, result }))
+    let spec: serde_json::Value = serde_json::from_str(&record.spec).unwrap_or(serde_json::Value::Null);
+    let result: Option<serde_json::Value> = record.result.as_deref().and_then(|text| serde_json::from_str(text).ok());
+    let attempts: Vec<AttemptView> = store
+        .attempts(record.job)
+        .await
+        .map_err(ApiError::from_store)?
+        .into_iter()
+        .map(|attempt| {
+            let detail: serde_json::Value = attempt.detail.as_deref().and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+            let list = |key: &str| detail.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            AttemptView {
+                attempt: attempt.attempt.0,
+                worker: attempt.worker,
+                ended_at: attempt.ended_at.to_rfc3339(),
+                outcome: attempt.outcome.as_str().to_string(),
+                failure_class: attempt.failure_class.map(|class| class.as_str().to_string()),
+                message: attempt.message,
+                log: list("log").iter().filter_map(|line| line.as_str().map(str::to_string)).collect(),
+                qa: list("qa"),
+            }
+        })
+        .collect();
+    let from_result = result.as_ref().and_then(|r| r.get("qa")).and_then(|qa| qa.as_array()).cloned().unwrap_or_default();
+    let qa = if from_result.is_empty() { attempts.iter().rev().find(|a| !a.qa.is_empty()).map(|a| a.qa.clone()).unwrap_or_default() } else { from_result };
+    let qa_enabled = spec.get("qa").is_some_and(|plan| !plan.is_null());
+    Ok(Json(JobDetail { job: Job::from(&record), run: run.name, spec, result, attempts, qa, qa_enabled }))
 }
 
 /// The workers: live ones from presence (GPU, providers, bundle, jobs in hand, rate, last

@@ -61,6 +61,10 @@ impl ApiError {
         Self::new("method_not_allowed", message)
     }
 
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new("failed_precondition", message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new("not_found", message)
     }

@@ -10,10 +10,12 @@ mod api;
 mod error;
 mod session;
 mod sse;
+mod thumbs;
 
 pub use error::{ApiError, ErrorBody};
 pub use session::SessionKey;
 pub use sse::Hub;
+pub use thumbs::Thumbs;
 
 use crate::auth::Role;
 use crate::service::Coordinator;
@@ -44,7 +46,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
     info(title = "acufarm coordinator API", description = "Runs, shards, jobs and workers of an acufarm render farm, and the actions on them. \
         Reads take a read-only or operator token (`Authorization: Bearer …`) or a dashboard session cookie; actions an operator one."),
     paths(
-        api::runs, api::run, api::shards, api::jobs, api::job, api::workers, sse::events,
+        api::runs, api::run, api::shards, api::jobs, api::job, api::workers, sse::events, thumbs::image,
         actions::pause, actions::resume, actions::cancel, actions::resubmit, actions::release,
         session::sign_in, session::current, session::sign_out,
         healthz, readyz, metrics, openapi,
@@ -95,6 +97,7 @@ pub fn router<S: Store>(coordinator: Coordinator<S>) -> Router {
         .route("/api/v1/runs/{run}/cancel", post(actions::cancel::<S>))
         .route("/api/v1/runs/{run}/resubmit", post(actions::resubmit::<S>))
         .route("/api/v1/jobs/{id}", get(api::job::<S>))
+        .route("/api/v1/jobs/{id}/image", get(thumbs::image::<S>))
         .route("/api/v1/workers", get(api::workers::<S>))
         .route("/api/v1/events", get(sse::events::<S>))
         .route("/api/v1/workers/{name}/release", post(actions::release::<S>))

@@ -66,6 +66,8 @@ pub(crate) struct Inner<S> {
     session_key: crate::http::SessionKey,
     /// Live updates for the dashboard.
     hub: crate::http::Hub,
+    /// Job image thumbnails.
+    thumbs: crate::http::Thumbs,
 }
 
 /// The coordinator: cheap to clone, shared by both gRPC services and the background tasks.
@@ -174,6 +176,7 @@ impl<S: Store> Coordinator<S> {
                 metrics: crate::metrics::Metrics::default(),
                 session_key,
                 hub: crate::http::Hub::default(),
+                thumbs: crate::http::Thumbs::default(),
             }),
         })
     }
@@ -317,6 +320,10 @@ impl<S: Store> Coordinator<S> {
 
     pub(crate) fn tokens(&self) -> &Tokens {
         &self.inner.tokens
+    }
+
+    pub(crate) fn thumbs(&self) -> &crate::http::Thumbs {
+        &self.inner.thumbs
     }
 
     pub(crate) fn hub(&self) -> &crate::http::Hub {

@@ -21,6 +21,9 @@ use tonic::{Request, Response, Status};
 
 pub(crate) struct WorkerService<S>(pub Coordinator<S>);
 
+/// Largest failure detail (QA checks and log lines) kept with an attempt; a larger one is dropped.
+const MAX_DETAIL: usize = 256 << 10;
+
 /// A short id unique to one registration: the worker's name, then 8 hex digits.
 fn new_worker_id(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -258,7 +261,7 @@ impl<S: Store> Worker for WorkerService<S> {
                 }
             };
             commit_failed_at.push(index);
-            commit_failures.push((run, FailureRequest { job, attempt, class: refused.0, message: refused.1 }));
+            commit_failures.push((run, FailureRequest { job, attempt, class: refused.0, message: refused.1, detail: None }));
         }
 
         // Move every staged object of a run in one storage batch, then record the accepted ones.
@@ -307,7 +310,7 @@ impl<S: Store> Worker for WorkerService<S> {
                     Err(error) => {
                         commit_failed_at.push(*index);
                         let message = format!("committing the output failed: {error}");
-                        commit_failures.push((run.clone(), FailureRequest { job, attempt, class: FailureClass::Retryable, message }));
+                        commit_failures.push((run.clone(), FailureRequest { job, attempt, class: FailureClass::Retryable, message, detail: None }));
                     }
                 }
             }
@@ -368,7 +371,13 @@ impl<S: Store> Worker for WorkerService<S> {
             let class = acufarm_proto::failure_class(failure.class).map_err(|e| Status::invalid_argument(format!("{e}; send retryable, permanent or qa")))?;
             match records.get(&job) {
                 Some(record) if record.held_by(attempt, worker) => {
-                    by_run.entry(record.run).or_default().push((index, FailureRequest { job, attempt, class, message: failure.message.clone() }));
+                    by_run.entry(record.run).or_default().push((index, FailureRequest {
+                        job,
+                        attempt,
+                        class,
+                        message: failure.message.clone(),
+                        detail: Some(failure.detail_json.clone()).filter(|detail| !detail.is_empty() && detail.len() <= MAX_DETAIL),
+                    }));
                 }
                 record => answers[index] = Some(outcome(pb::Outcome::Stale, job, attempt, stale_detail(record, attempt, worker))),
             }

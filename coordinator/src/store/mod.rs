@@ -7,6 +7,7 @@
 //! answer back, commit. The claim and the heartbeat are single guarded statements instead, because
 //! they are the hot path; their SQL mirrors [`crate::state::claim`] and [`crate::state::extend`].
 
+pub mod history;
 pub mod postgres;
 pub mod sqlite;
 
@@ -32,6 +33,7 @@ const RESET_STREAK: &str = "UPDATE run_workers SET failures = 0, errors = '[]', 
      WHERE run_id = $1 AND worker = $2 AND quarantined_at IS NULL AND failures > 0";
 use std::time::Duration;
 
+pub use history::{AttemptOutcome, AttemptRecord};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -210,6 +212,8 @@ pub struct FailureRequest {
     pub attempt: Attempt,
     pub class: FailureClass,
     pub message: String,
+    /// JSON text kept with the attempt's history (QA checks, the worker's log lines).
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -471,9 +475,18 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The quarantined workers of one run (of every run when `None`), by run, then name.
     fn quarantined_workers(&self, run: Option<RunId>) -> impl Future<Output = Result<Vec<Quarantined>>> + Send;
 
+    /// The attempts of `job` that did not succeed, oldest first (its succeeded attempt, if any, is
+    /// its `result`).
+    fn attempts(&self, job: JobId) -> impl Future<Output = Result<Vec<AttemptRecord>>> + Send;
+
     /// Lifts the quarantine of `worker` on `run` (on every run when `None`), its streak cleared;
     /// returns the runs it was lifted on.
     fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<RunId>>> + Send;
+}
+
+/// Parses an attempt outcome read from the database.
+pub(crate) fn parse_outcome(text: &str) -> Result<AttemptOutcome> {
+    AttemptOutcome::parse(text).ok_or_else(|| StoreError::Corrupt { detail: format!("unknown attempt outcome `{text}`") })
 }
 
 /// Parses a failure class read from the database.

@@ -9,6 +9,7 @@ use super::{
     chrono_duration, column, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition, shard_statuses,
     succeeded_from_row, validate_new_run,
 };
+use super::history::{self, AttemptRecord};
 use super::{ManifestClaim, ManifestCounts, RESET_STREAK, manifest_claim_from, parse_errors, quarantined};
 use crate::error::{StoreError, redact_url};
 use crate::quarantine::{self, Outcomes, Quarantined, Streak};
@@ -38,6 +39,8 @@ const JOB_RECORDS: &str = include_str!("sql/postgres/job_records.sql");
 const HAS_UNFINISHED: &str = include_str!("sql/postgres/has_unfinished.sql");
 const RUN_JOBS: &str = include_str!("sql/postgres/run_jobs.sql");
 const CLAIM_MANIFEST: &str = include_str!("sql/postgres/claim_manifest.sql");
+const RECORD_ATTEMPTS: &str = include_str!("sql/postgres/record_attempts.sql");
+const ATTEMPTS: &str = "SELECT attempt, worker, ended_at, outcome, failure_class, message, detail::text AS detail FROM job_attempts WHERE job_id = $1 ORDER BY attempt";
 const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, max_lost, state, created_at";
 
 #[derive(Debug, Clone)]
@@ -167,6 +170,25 @@ fn view_from_row(row: &PgRow) -> Result<(JobId, JobView)> {
 async fn lock_jobs(tx: &mut Transaction<'_, Postgres>, ids: Vec<i64>, operation: &'static str) -> Result<HashMap<JobId, JobView>> {
     let rows = sqlx::query(LOCK_JOBS).bind(ids).fetch_all(&mut **tx).await.map_err(StoreError::db(operation))?;
     rows.iter().map(view_from_row).collect()
+}
+
+/// Records ended attempts in one statement (the worker is the name on the job's latest attempt).
+async fn record_attempts(tx: &mut Transaction<'_, Postgres>, ends: &[history::AttemptEnd<'_>], now: DateTime<Utc>, operation: &'static str) -> Result<()> {
+    if ends.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(RECORD_ATTEMPTS)
+        .bind(ends.iter().map(|end| end.job.0).collect::<Vec<_>>())
+        .bind(now)
+        .bind(ends.iter().map(|end| end.attempt.0).collect::<Vec<_>>())
+        .bind(ends.iter().map(|end| end.outcome.as_str()).collect::<Vec<_>>())
+        .bind(ends.iter().map(|end| end.class.map(|class| class.as_str())).collect::<Vec<_>>())
+        .bind(ends.iter().map(|end| end.message.as_str()).collect::<Vec<_>>())
+        .bind(ends.iter().map(|end| end.detail).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::db(operation))?;
+    Ok(())
 }
 
 /// Writes a batch of decisions in one statement.
@@ -346,6 +368,7 @@ impl Store for PgStore {
         let mut tx = self.begin(OPERATION).await?;
         let mut views = lock_jobs(&mut tx, failures.iter().map(|request| request.job.0).collect(), OPERATION).await?;
         let (reports, writes) = plan_fail(&mut views, failures, policy, now);
+        record_attempts(&mut tx, &history::ended_by_failures(failures, &reports), now, OPERATION).await?;
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reports)
@@ -363,6 +386,7 @@ impl Store for PgStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let (reaped, writes) = plan_reap(&expired);
+        record_attempts(&mut tx, &history::ended_by_reap(&reaped), now, OPERATION).await?;
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reaped)
@@ -586,6 +610,23 @@ impl Store for PgStore {
         .await
         .map_err(StoreError::db("listing quarantined workers"))?;
         rows.iter().map(quarantined_from_row).collect()
+    }
+
+    async fn attempts(&self, job: JobId) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(ATTEMPTS).bind(job.0).fetch_all(&self.pool).await.map_err(StoreError::db("reading a job's attempts"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptRecord {
+                    attempt: Attempt(column(row, "attempt")?),
+                    worker: column(row, "worker")?,
+                    ended_at: column(row, "ended_at")?,
+                    outcome: super::parse_outcome(&column::<_, String>(row, "outcome")?)?,
+                    failure_class: parse_failure_class(column(row, "failure_class")?)?,
+                    message: column(row, "message")?,
+                    detail: column(row, "detail")?,
+                })
+            })
+            .collect()
     }
 
     async fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> Result<Vec<RunId>> {

@@ -3,6 +3,7 @@
 //! select and update cannot interleave with another claim, and a transaction never has to upgrade
 //! a read lock (which SQLite answers with SQLITE_BUSY instead of waiting).
 
+use super::history::{self, AttemptRecord};
 use super::{
     CompletionReport, CompletionRequest, FailureReport, FailureRequest, JobAttempt, JobFilter, JobRecord, JobWrite, LeaseRequest, LeasedJob, ManifestClaim,
     ManifestCounts, NewRun, RESET_STREAK, ReapedJob, Resubmission, ResubmitReport, Result, RunAction, RunInfo, RunState, RunStatus, Store, SucceededStream,
@@ -35,6 +36,9 @@ const JOB_RECORDS: &str = include_str!("sql/sqlite/job_records.sql");
 const HAS_UNFINISHED: &str = include_str!("sql/sqlite/has_unfinished.sql");
 const RUN_JOBS: &str = include_str!("sql/sqlite/run_jobs.sql");
 const CLAIM_MANIFEST: &str = include_str!("sql/sqlite/claim_manifest.sql");
+const RECORD_ATTEMPT: &str = "INSERT OR IGNORE INTO job_attempts (job_id, attempt, worker, ended_at, outcome, failure_class, message, detail) \
+     SELECT id, $2, worker, $3, $4, $5, $6, $7 FROM jobs WHERE id = $1";
+const ATTEMPTS: &str = "SELECT attempt, worker, ended_at, outcome, failure_class, message, detail FROM job_attempts WHERE job_id = $1 ORDER BY attempt";
 const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, max_lost, state, created_at";
 
 #[derive(Debug, Clone)]
@@ -157,6 +161,25 @@ async fn load_jobs(tx: &mut Transaction<'_, Sqlite>, ids: impl Iterator<Item = i
 
 /// Writes a batch of decisions, one statement per job inside the caller's transaction (SQLite
 /// statements are in-process calls, so there is no round trip to save).
+/// Records ended attempts (the worker is the name on the job's latest attempt).
+async fn record_attempts(tx: &mut Transaction<'_, Sqlite>, ends: &[history::AttemptEnd<'_>], now: DateTime<Utc>, operation: &'static str) -> Result<()> {
+    let now = timestamp(now);
+    for end in ends {
+        sqlx::query(RECORD_ATTEMPT)
+            .bind(end.job.0)
+            .bind(end.attempt.0)
+            .bind(&now)
+            .bind(end.outcome.as_str())
+            .bind(end.class.map(|class| class.as_str()))
+            .bind(end.message.as_str())
+            .bind(end.detail)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(operation))?;
+    }
+    Ok(())
+}
+
 async fn write_jobs(tx: &mut Transaction<'_, Sqlite>, writes: &[JobWrite<'_>], now: DateTime<Utc>, operation: &'static str) -> Result<()> {
     let now = timestamp(now);
     for write in writes {
@@ -331,6 +354,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write(OPERATION).await?;
         let mut views = load_jobs(&mut tx, failures.iter().map(|request| request.job.0), OPERATION).await?;
         let (reports, writes) = plan_fail(&mut views, failures, policy, now);
+        record_attempts(&mut tx, &history::ended_by_failures(failures, &reports), now, OPERATION).await?;
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reports)
@@ -348,6 +372,7 @@ impl Store for SqliteStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let (reaped, writes) = plan_reap(&expired);
+        record_attempts(&mut tx, &history::ended_by_reap(&reaped), now, OPERATION).await?;
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reaped)
@@ -571,6 +596,23 @@ impl Store for SqliteStore {
         .await
         .map_err(StoreError::db("listing quarantined workers"))?;
         rows.iter().map(quarantined_from_row).collect()
+    }
+
+    async fn attempts(&self, job: JobId) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(ATTEMPTS).bind(job.0).fetch_all(&self.pool).await.map_err(StoreError::db("reading a job's attempts"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptRecord {
+                    attempt: Attempt(column(row, "attempt")?),
+                    worker: column(row, "worker")?,
+                    ended_at: parse_timestamp(&column::<_, String>(row, "ended_at")?)?,
+                    outcome: super::parse_outcome(&column::<_, String>(row, "outcome")?)?,
+                    failure_class: parse_failure_class(column(row, "failure_class")?)?,
+                    message: column(row, "message")?,
+                    detail: column(row, "detail")?,
+                })
+            })
+            .collect()
     }
 
     async fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> Result<Vec<RunId>> {

@@ -99,9 +99,11 @@ impl JobSource for GrpcSource {
             .map(|leased| {
                 let roots = match contexts.get(&leased.run_id) {
                     Some(run) => cache.roots(run),
-                    None => cache.runs.get(&leased.run_id).cloned().ok_or_else(|| JobError {
-                        class: FailureClass::Retryable,
-                        message: format!("the coordinator leased job {} of run {} without that run's storage locations", leased.sample_id, leased.run_id),
+                    None => cache.runs.get(&leased.run_id).cloned().ok_or_else(|| {
+                        JobError::new(
+                            FailureClass::Retryable,
+                            format!("the coordinator leased job {} of run {} without that run's storage locations", leased.sample_id, leased.run_id),
+                        )
                     }),
                 };
                 LeasedJob {
@@ -188,6 +190,7 @@ impl JobSource for GrpcSource {
                     attempt: job.key.1,
                     class: acufarm_proto::FailureClass::from(e.class) as i32,
                     message: e.message.clone(),
+                    detail_json: e.detail_json(),
                 })
                 .collect(),
         };

@@ -58,6 +58,11 @@ pub fn change_outside_face(source: &RgbImage, output: &RgbImage, face: Option<&R
     if n == 0 { 0.0 } else { (sum as f64 / n as f64) as f32 }
 }
 
+/// The points found, by name.
+fn named(points: &Points) -> std::collections::BTreeMap<String, [f32; 2]> {
+    points.points.iter().enumerate().filter_map(|(i, p)| Some((DRIFT_POINTS[i].to_string(), (*p)?))).collect()
+}
+
 /// Judges one output. `qa_try` and `seed` identify the render; `change` is
 /// [`change_outside_face`] of it.
 pub fn judge(limits: &QaLimits, source: &SourceFace, output: &Points, change: f32, qa_try: u32, seed: u64) -> QaRecord {
@@ -70,6 +75,10 @@ pub fn judge(limits: &QaLimits, source: &SourceFace, output: &Points, change: f3
         max_drift_px: None,
         inter_ocular_px: source.points.inter_ocular(),
         change_outside_face: change,
+        source_points: named(&source.points),
+        output_points: named(output),
+        source_size: None,
+        output_size: None,
     };
     let mut failures = Vec::new();
     // The source alone decides whether drift can be measured at all.

@@ -11,6 +11,7 @@
 //! is in hand.
 
 mod held;
+pub mod logtail;
 pub(crate) mod plan;
 mod render;
 mod shutdown;
@@ -275,10 +276,10 @@ impl Fetcher {
 /// not resolve, which fails permanently with that reason.
 pub fn parse_spec(spec_json: &str, sample_id: &str) -> Result<JobSpec, JobError> {
     let unreadable =
-        |e: serde_json::Error| JobError { class: FailureClass::Permanent, message: format!("job spec of {sample_id} cannot be read ({e}); resubmit the run") };
+        |e: serde_json::Error| JobError::new(FailureClass::Permanent, format!("job spec of {sample_id} cannot be read ({e}); resubmit the run"));
     let value: serde_json::Value = serde_json::from_str(spec_json).map_err(unreadable)?;
     if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
-        return Err(JobError { class: FailureClass::Permanent, message: error.to_string() });
+        return Err(JobError::new(FailureClass::Permanent, error.to_string()));
     }
     serde_json::from_value(value).map_err(unreadable)
 }
@@ -291,13 +292,18 @@ async fn report<S: JobSource>(ctx: &Ctx<S>, completions: Vec<(Job, Staged)>, fai
     let reported = (completions.len(), failures.len());
     if !completions.is_empty() {
         let keys: Vec<JobKey> = completions.iter().map(|(job, _)| job.key).collect();
+        for key in &keys {
+            logtail::forget(key.0);
+        }
         ctx.source.complete(completions).await?;
         ctx.held.release(&keys);
     }
     if !failures.is_empty() {
         let keys: Vec<JobKey> = failures.iter().map(|(job, _)| job.key).collect();
-        for (job, e) in &failures {
+        let mut failures = failures;
+        for (job, e) in &mut failures {
             job.span("fail").in_scope(|| tracing::warn!(class = e.class.as_str(), "{}", e.message));
+            e.log = logtail::take(job.key.0);
         }
         ctx.source.fail(failures).await?;
         ctx.held.release(&keys);
@@ -340,7 +346,7 @@ mod tests {
     #[test]
     fn an_unresolved_job_fails_permanently_with_its_reason() {
         let e = parse_spec(r#"{"error": "images/x.png: bad sample id", "source": "images/x.png"}"#, "images/x.png").unwrap_err();
-        assert_eq!(e, JobError { class: FailureClass::Permanent, message: "images/x.png: bad sample id".into() });
+        assert_eq!(e, JobError::new(FailureClass::Permanent, "images/x.png: bad sample id"));
         let e = parse_spec("{not json", "s1").unwrap_err();
         assert_eq!(e.class, FailureClass::Permanent);
         assert!(e.message.starts_with("job spec of s1 cannot be read"), "{}", e.message);

@@ -84,7 +84,7 @@ impl<R: Render> Renderer<R> {
                             }
                             Some((_, Err(qa_failure))) => Err(qa_failure),
                             None => {
-                                Err(JobError { class: FailureClass::Retryable, message: format!("the pipeline returned no image for {}", ready.job.sample_id) })
+                                Err(JobError::new(FailureClass::Retryable, format!("the pipeline returned no image for {}", ready.job.sample_id)))
                             }
                         };
                         match outcome {
