@@ -179,6 +179,7 @@ fn job_spec(i: u64) -> JobSpec {
         output_label: None,
         variant: 0,
         qa_try: 0,
+        reseed: 0,
         prompt_set: PromptCategory::Male,
         prompt: "photo of a man, head and shoulders, soft natural window light, warm indoor scene, realistic skin".into(),
         negative: "lowres, blurry, deformed, extra limbs, text, watermark".into(),

@@ -47,6 +47,8 @@ enum Command {
     Status(cmd::admin::StatusArgs),
     /// Queue failed jobs again, re-resolved against the current files and spec.
     Resubmit(cmd::admin::ResubmitArgs),
+    /// Render chosen finished jobs again with new seeds (their reseed counter goes up by one).
+    Regenerate(cmd::admin::RegenerateArgs),
     /// Cancel a run: unfinished jobs stop, late reports are refused.
     Cancel(cmd::admin::RunArgs),
     /// Pause a run: queued jobs wait, leased ones finish.
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Submit(args) => cmd::admin::submit(args),
         Command::Status(args) => cmd::admin::status(args),
         Command::Resubmit(args) => cmd::admin::resubmit(args),
+        Command::Regenerate(args) => cmd::admin::regenerate(args),
         Command::Cancel(args) => cmd::admin::change(args, "cancel"),
         Command::Pause(args) => cmd::admin::change(args, "pause"),
         Command::Resume(args) => cmd::admin::change(args, "resume"),

@@ -13,6 +13,7 @@ fn row(path: &str, bytes: &[u8], label: Option<(&str, &[u8])>) -> ManifestRow {
         sample_id: "M_Asher_N_HD_0001".into(),
         variant: 0,
         qa_try: 0,
+        reseed: 0,
         source: FileRef { path: path.into(), sha256: sha256_bytes(b"source") },
         output: FileRef { path: path.into(), sha256: sha256_bytes(bytes) },
         annotation: label.map(|(p, b)| FileRef { path: p.into(), sha256: sha256_bytes(b) }),

@@ -90,7 +90,7 @@ pub fn re_resolve(failed: &[JobRecord], resolution: &Resolution) -> Result<(Vec<
                 })
             }
         };
-        out.push(Resubmission { job: record.job, spec });
+        out.push(Resubmission { job: record.job, spec, regenerate: false });
     }
     Ok((out, unresolved))
 }
@@ -182,6 +182,7 @@ fn manifest_row(job: &JobSpec, staged: StagedOutput, producer: Producer<'_>, ann
         sample_id: job.sample_id.clone(),
         variant: job.variant,
         qa_try: job.qa_try,
+        reseed: job.reseed,
         source: FileRef { path: job.source.clone(), sha256: staged.source_sha256 },
         output: FileRef { path: job.output.clone(), sha256: staged.sha256 },
         annotation,

@@ -194,6 +194,15 @@ pub fn resubmit(job: &JobView) -> Result<Attempt, JobState> {
     }
 }
 
+/// `failed | succeeded → queued` with a fresh budget, for a regeneration with new seeds (an output
+/// a person rejected, or a QA failure); queued, leased and cancelled jobs refuse.
+pub fn regenerate(job: &JobView) -> Result<Attempt, JobState> {
+    match job.state {
+        JobState::Failed | JobState::Succeeded => Ok(job.attempt),
+        other => Err(other),
+    }
+}
+
 /// Jobs of a run or shard per state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StateCounts {

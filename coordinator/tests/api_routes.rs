@@ -134,7 +134,7 @@ async fn every_route_refuses_missing_wrong_and_other_role_tokens_and_answers_the
         assert_eq!(api.status("GET", path, bearer(READ)).await, StatusCode::OK, "GET {path} with a read token");
         assert_eq!(api.status("GET", path, bearer(OPERATOR)).await, StatusCode::OK, "GET {path} with an operator token");
     }
-    let actions = ["/api/v1/runs/r1/pause", "/api/v1/runs/r1/resume", "/api/v1/runs/r1/resubmit", "/api/v1/workers/w1/release"];
+    let actions = ["/api/v1/runs/r1/pause", "/api/v1/runs/r1/resume", "/api/v1/runs/r1/resubmit", "/api/v1/runs/r1/regenerate", "/api/v1/workers/w1/release"];
     for path in actions {
         assert_eq!(api.status("POST", path, Call::default()).await, StatusCode::UNAUTHORIZED, "POST {path} without a token");
         assert_eq!(api.status("POST", path, bearer("not-a-token")).await, StatusCode::UNAUTHORIZED, "POST {path} with a wrong token");
@@ -146,9 +146,14 @@ async fn every_route_refuses_missing_wrong_and_other_role_tokens_and_answers_the
     let resumed = api.call("POST", "/api/v1/runs/r1/resume", bearer(OPERATOR)).await;
     assert_eq!(resumed.body["state"], "active");
     // Open routes.
-    for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json"] {
+    for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json", "/", "/assets/app.js", "/assets/style.css", "/assets/icon.svg"] {
         assert_eq!(api.status("GET", path, Call::default()).await, StatusCode::OK, "GET {path}");
     }
+    let page = api.call("GET", "/", Call::default()).await;
+    assert!(page.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let html = page.body.as_str().unwrap();
+    assert!(html.contains(r#"<script src="/assets/app.js" defer></script>"#) && !html.contains("<script>"), "no inline script");
+    assert_eq!(api.status("GET", "/assets/nope.js", Call::default()).await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -171,6 +176,12 @@ async fn unknown_things_are_404_and_bad_requests_400_with_a_sentence() {
         ("POST", "/api/v1/runs/nope/resubmit", Some(json!({"all": true})), StatusCode::NOT_FOUND, "no run named"),
         ("POST", "/api/v1/runs/r1/resubmit", Some(json!({"jobs": [999999]})), StatusCode::NOT_FOUND, "has no job 999999"),
         ("POST", "/api/v1/workers/w1/release", None, StatusCode::NOT_FOUND, "is not quarantined"),
+        ("POST", "/api/v1/runs/r1/regenerate", None, StatusCode::BAD_REQUEST, "say which jobs to regenerate"),
+        ("POST", "/api/v1/runs/r1/regenerate", Some(json!({"jobs": [999999]})), StatusCode::NOT_FOUND, "has no job 999999"),
+        ("GET", "/api/v1/runs/r1/jobs?order=sideways", None, StatusCode::BAD_REQUEST, "`order=sideways` is not an order"),
+        ("GET", "/api/v1/jobs/1/image?which=thumb", None, StatusCode::BAD_REQUEST, "`which=thumb` is not an image"),
+        ("GET", "/api/v1/jobs/1/image?which=source&size=300", None, StatusCode::BAD_REQUEST, "`size=300` is not a thumbnail size"),
+        ("GET", "/api/v1/jobs/999999/image?which=source", None, StatusCode::NOT_FOUND, "there is no job 999999"),
         ("GET", "/api/v1/nothing", None, StatusCode::NOT_FOUND, "no such page"),
         ("PUT", "/api/v1/runs", None, StatusCode::METHOD_NOT_ALLOWED, "is not a method"),
     ];
@@ -187,6 +198,12 @@ async fn unknown_things_are_404_and_bad_requests_400_with_a_sentence() {
     let next = page["next_after"].as_i64().unwrap();
     let rest = api.call("GET", &format!("/api/v1/runs/r1/jobs?shard=m2&limit=1&after={next}"), bearer(READ)).await.body;
     assert_eq!(rest["jobs"][0]["sample_id"], "s3");
+    let newest = api.call("GET", "/api/v1/runs/r1/jobs?order=newest&limit=3", bearer(READ)).await.body;
+    let samples: Vec<&str> = newest["jobs"].as_array().unwrap().iter().map(|j| j["sample_id"].as_str().unwrap()).collect();
+    assert_eq!(samples, ["s3", "s2", "s1"]);
+    let before = newest["next_after"].as_i64().unwrap();
+    let last = api.call("GET", &format!("/api/v1/runs/r1/jobs?order=newest&after={before}"), bearer(READ)).await.body;
+    assert_eq!(last["jobs"][0]["sample_id"], "s0");
     let run = api.call("GET", "/api/v1/runs/r1", bearer(READ)).await.body;
     assert_eq!((run["counts"]["queued"].as_u64(), run["total"].as_u64(), run["parameters"]["run"]["name"].as_str()), (Some(4), Some(4), Some("r1")));
     let shards = api.call("GET", "/api/v1/runs/r1/shards", bearer(READ)).await.body;
@@ -204,7 +221,9 @@ async fn a_session_cookie_stands_for_its_token_and_changes_need_this_sites_origi
 
     assert_eq!(api.status("GET", "/api/v1/runs", with(&read, None)).await, StatusCode::OK);
     let session = api.call("GET", "/api/v1/session", with(&operator, None)).await;
-    assert_eq!(session.body["role"], "operator");
+    assert_eq!((session.body["signed_in"].as_bool(), session.body["role"].as_str()), (Some(true), Some("operator")));
+    let anonymous = api.call("GET", "/api/v1/session", Call::default()).await;
+    assert_eq!((anonymous.status, anonymous.body["signed_in"].as_bool()), (StatusCode::OK, Some(false)), "not signed in is no error");
     // Read sessions cannot act; operator sessions can, from this site's pages only.
     assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&read, Some(origin))).await, StatusCode::FORBIDDEN);
     assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&operator, None)).await, StatusCode::FORBIDDEN, "no Origin");
@@ -245,7 +264,7 @@ async fn the_openapi_document_lists_routes_the_router_serves() {
             assert!(!message.contains("no such page") && answer.status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not served: {message}");
         }
     }
-    assert!(operations >= 19, "{operations} operations documented");
+    assert!(operations >= 21, "{operations} operations documented");
 }
 
 /// One server-sent event.

@@ -67,6 +67,7 @@ conformance!(
     a_worker_failing_in_a_row_is_quarantined_on_that_run_until_released,
     job_listing_filters_by_worker_class_and_prefix_and_pages_by_id,
     failed_and_lost_attempts_are_kept_with_their_worker_and_detail,
+    a_regeneration_queues_finished_jobs_again_and_makes_the_manifest_due,
 );
 
 const BUNDLE: &str = "bundle-a";
@@ -442,9 +443,9 @@ async fn resubmit_requeues_failed_jobs_with_a_fresh_budget<S: Store>(store: S) {
 
     let fixed_spec = json!({ "sample": "m01_000", "fixed": true });
     let requests = [
-        Resubmission { job: failed, spec: fixed_spec.clone() },
-        Resubmission { job: done, spec: json!({}) },
-        Resubmission { job: JobId(999_999), spec: json!({}) },
+        Resubmission { job: failed, spec: fixed_spec.clone(), regenerate: false },
+        Resubmission { job: done, spec: json!({}), regenerate: false },
+        Resubmission { job: JobId(999_999), spec: json!({}), regenerate: false },
     ];
     let outcomes: Vec<Resubmitted> = store.resubmit(&requests, at(2)).await.unwrap().iter().map(|report| report.outcome).collect();
     assert_eq!(outcomes, [Resubmitted::Requeued, Resubmitted::NotFailed { state: JobState::Succeeded }, Resubmitted::UnknownJob]);
@@ -760,4 +761,25 @@ async fn failed_and_lost_attempts_are_kept_with_their_worker_and_detail<S: Store
     assert_eq!(attempts[1].detail, None);
     assert!(store.attempts(JobId(999_999)).await.unwrap().is_empty());
     let _ = run;
+}
+
+async fn a_regeneration_queues_finished_jobs_again_and_makes_the_manifest_due<S: Store>(store: S) {
+    let run = store.create_run(&new_run("regen", 0, &["m1"], 3), false, at(0)).await.unwrap();
+    let leased = lease(&store, "w1", 3, at(1)).await;
+    assert_eq!(complete_one(&store, leased[0].job, 1, at(2)).await, Completion::Accepted);
+    assert_eq!(fail_one(&store, leased[1].job, 1, FailureClass::Qa, at(2)).await, Failure::Failed { exhausted: false });
+    let counts_then = ManifestCounts::of(&counts(&store, run).await);
+    assert_eq!(store.claim_manifest(run, counts_then, "writer", at(10), at(3)).await.unwrap(), ManifestClaim::Claimed);
+    assert!(store.end_manifest_claim(run, "writer", Some(counts_then)).await.unwrap());
+
+    let again = |job| Resubmission { job, spec: json!({ "reseed": 1 }), regenerate: true };
+    let reports = store.resubmit(&[again(leased[0].job), again(leased[1].job), again(leased[2].job)], at(4)).await.unwrap();
+    let outcomes: Vec<_> = reports.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Resubmitted::Requeued, Resubmitted::Requeued, Resubmitted::NotFailed { state: JobState::Leased }], "a leased job is left alone");
+    assert_eq!(counts(&store, run).await, state_counts(2, 1, 0, 0, 0));
+    let records = store.job_records(&[leased[0].job]).await.unwrap();
+    assert_eq!(parsed(&records[0].spec), json!({ "reseed": 1 }));
+    // Same counts as the files were written for once the jobs finish again, but the outputs
+    // changed: the manifest must be written again, not skipped as current.
+    assert_ne!(store.claim_manifest(run, counts_then, "writer-2", at(10), at(5)).await.unwrap(), ManifestClaim::Current);
 }

@@ -33,6 +33,9 @@ pub struct ManifestRow {
     pub sample_id: String,
     pub variant: u32,
     pub qa_try: u32,
+    /// How many times the output was regenerated with new seeds (enters every seed; absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reseed: u32,
     pub source: FileRef,
     pub output: FileRef,
     /// The label copied beside the output (byte-for-byte, so its hash equals the source label's).
@@ -72,6 +75,10 @@ pub struct Keypoint {
     pub y: f64,
     pub n: Option<f64>,
     pub h: Option<f64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Parses an AcuSim label file into keypoints; a malformed label is a clear error.
@@ -240,6 +247,7 @@ mod tests {
             sample_id: "a".into(),
             variant: 0,
             qa_try: 0,
+            reseed: 0,
             source: file("a.png"),
             output: file("a.png"),
             annotation: None,

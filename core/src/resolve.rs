@@ -76,6 +76,9 @@ pub struct JobSpec {
     pub output_label: Option<String>,
     pub variant: u32,
     pub qa_try: u32,
+    /// How many times the job was regenerated with new seeds (it enters every seed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reseed: u32,
     pub prompt_set: PromptCategory,
     pub prompt: String,
     pub negative: String,
@@ -186,9 +189,15 @@ fn variant_path(path: &str, variant: u32) -> String {
 
 /// Resolves one image (path relative to the input root) into the job for `variant` / `qa_try`.
 pub fn resolve_job(spec: &RunSpec, grammar: &IdGrammar, rel_path: &str, variant: u32, qa_try: u32) -> Result<JobSpec, ResolveError> {
+    resolve_job_reseeded(spec, grammar, rel_path, variant, qa_try, 0)
+}
+
+/// [`resolve_job`] for the `reseed`-th regeneration of the job (new seeds and draws for every
+/// stream; 0 is the job as first resolved).
+pub fn resolve_job_reseeded(spec: &RunSpec, grammar: &IdGrammar, rel_path: &str, variant: u32, qa_try: u32, reseed: u32) -> Result<JobSpec, ResolveError> {
     let id = grammar.parse(rel_path).map_err(|source| ResolveError::SampleId { path: rel_path.to_string(), source })?;
     let sample_id = id.to_string();
-    let key = SeedKey { run_seed: spec.run.seed, sample_id: &sample_id, variant, qa_try };
+    let key = SeedKey { run_seed: spec.run.seed, sample_id: &sample_id, variant, qa_try, reseed };
     let prompt_set = PromptCategory::for_sample(&id, &spec.sample_id.bald_hair);
     let prompts = spec.prompts.get(prompt_set);
     let scene = scene_for(spec, &key);
@@ -208,6 +217,7 @@ pub fn resolve_job(spec: &RunSpec, grammar: &IdGrammar, rel_path: &str, variant:
         depth,
         variant,
         qa_try,
+        reseed,
         prompt_set,
         prompt: prompts.positive.clone(),
         negative: prompts.negative.clone(),
@@ -225,6 +235,10 @@ pub fn resolve_job(spec: &RunSpec, grammar: &IdGrammar, rel_path: &str, variant:
         }),
         sample_id,
     })
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn scene_for(spec: &RunSpec, key: &SeedKey) -> Option<SceneChoice> {

@@ -4,7 +4,8 @@
 //! another, and the same job gets the same numbers on any worker and any retry.
 //!
 //! Canonical bytes: `"acufarm-seed-v1\0" ‖ stream ‖ "\0" ‖ run_seed (u64 LE) ‖ sample_id ‖ "\0" ‖
-//! variant (u32 LE) ‖ qa_try (u32 LE)`.
+//! variant (u32 LE) ‖ qa_try (u32 LE)`, then `reseed (u32 LE)` only when the job was regenerated
+//! (`reseed > 0`), so every seed of a job never regenerated is the same as before reseeding existed.
 
 use sha2::{Digest, Sha256};
 
@@ -15,6 +16,8 @@ pub struct SeedKey<'a> {
     pub sample_id: &'a str,
     pub variant: u32,
     pub qa_try: u32,
+    /// How many times an operator asked for this job again with new seeds (0: never).
+    pub reseed: u32,
 }
 
 impl SeedKey<'_> {
@@ -28,6 +31,9 @@ impl SeedKey<'_> {
         h.update([0]);
         h.update(self.variant.to_le_bytes());
         h.update(self.qa_try.to_le_bytes());
+        if self.reseed > 0 {
+            h.update(self.reseed.to_le_bytes());
+        }
         let digest = h.finalize();
         u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
     }
@@ -60,7 +66,7 @@ mod tests {
     use super::*;
 
     fn key(qa_try: u32) -> SeedKey<'static> {
-        SeedKey { run_seed: 20251125, sample_id: "M_Asher_N_HD_0017", variant: 0, qa_try }
+        SeedKey { run_seed: 20251125, sample_id: "M_Asher_N_HD_0017", variant: 0, qa_try, reseed: 0 }
     }
 
     #[test]
@@ -72,6 +78,16 @@ mod tests {
         assert_ne!(key(0).noise(), key(1).noise());
         assert_ne!(key(0).noise(), key(0).derive("scene"));
         assert_ne!(key(0).derive("param/cfg"), key(0).derive("param/steps"));
+    }
+
+    #[test]
+    fn a_reseed_changes_every_stream_and_appends_its_counter() {
+        // Reference: the same bytes as above with struct.pack('<I', 1) appended.
+        let again = SeedKey { reseed: 1, ..key(0) };
+        assert_eq!(again.noise(), RESEEDED_NOISE_SEED);
+        assert_ne!(again.noise(), key(0).noise());
+        assert_ne!(again.derive("scene"), key(0).derive("scene"));
+        assert_ne!(SeedKey { reseed: 2, ..key(0) }.noise(), again.noise());
     }
 
     #[test]
@@ -88,4 +104,5 @@ mod tests {
     }
 
     const REFERENCE_NOISE_SEED: u64 = 1230552568780590737;
+    const RESEEDED_NOISE_SEED: u64 = 16498351161331654955;
 }

@@ -426,3 +426,34 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[derive(clap::Args)]
+pub struct RegenerateArgs {
+    run: String,
+    /// A job to render again with new seeds (repeatable): a QA failure, or an output you reject.
+    #[arg(long, required = true)]
+    job: Vec<i64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `regenerate`: queues chosen finished jobs again with their reseed counter one higher.
+pub fn regenerate(args: RegenerateArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.connection).await?;
+        let request = pb::RegenerateRequest { run: args.run.clone(), job_ids: args.job.clone() };
+        let answer = client.regenerate(request).await.map_err(refused)?.into_inner();
+        if args.json {
+            println!("{}", json!({"run": args.run, "requeued": answer.requeued, "skipped": answer.skipped}));
+        } else {
+            println!(
+                "queued {} jobs of run {} again with new seeds ({} left alone: still running, cancelled, or without a resolvable input)",
+                answer.requeued, args.run, answer.skipped
+            );
+        }
+        Ok(())
+    })
+}

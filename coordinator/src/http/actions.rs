@@ -129,6 +129,37 @@ pub async fn resubmit<S: Store>(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct Regenerate {
+    /// The jobs to render again with new seeds (failed or succeeded ones).
+    #[serde(default)]
+    pub jobs: Vec<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Regenerated {
+    /// Jobs queued again, each with its reseed counter one higher.
+    pub requeued: u64,
+    /// Chosen jobs left alone (still queued or leased, cancelled, or without a resolvable input).
+    pub skipped: u64,
+}
+
+/// Renders chosen jobs again with new seeds (QA failures, or outputs a person rejects): each job's
+/// reseed counter goes up by one and enters every seed, so the result stays reproducible.
+#[utoipa::path(post, path = "/api/v1/runs/{run}/regenerate", tag = "actions", params(("run" = String, Path, description = "The run's name")), request_body = Regenerate,
+    responses((status = 200, body = Regenerated), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+pub async fn regenerate<S: Store>(
+    State(coordinator): State<Coordinator<S>>,
+    _: Operator,
+    Path(name): Path<String>,
+    Body(body): Body<Regenerate>,
+) -> Result<Json<Regenerated>, ApiError> {
+    let request = pb::RegenerateRequest { run: name, job_ids: body.jobs };
+    let answer = AdminService(coordinator).regenerate(tonic::Request::new(request)).await?.into_inner();
+    Ok(Json(Regenerated { requeued: answer.requeued, skipped: answer.skipped }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Release {
     /// Only on this run (every run that quarantined the worker when absent).
     pub run: Option<String>,

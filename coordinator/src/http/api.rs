@@ -367,6 +367,8 @@ pub struct JobQuery {
     pub after: Option<i64>,
     /// Jobs per page (1 to 500, default 50).
     pub limit: Option<u32>,
+    /// `oldest` (default, by id) or `newest` (highest id first; `after` then pages backwards).
+    pub order: Option<String>,
 }
 
 impl JobQuery {
@@ -410,6 +412,11 @@ impl JobQuery {
             sample_prefix: nonempty(&self.sample),
             after: self.after.map(JobId),
             limit: None,
+            newest_first: match self.order.as_deref() {
+                None | Some("" | "oldest") => false,
+                Some("newest") => true,
+                Some(other) => return Err(ApiError::bad_request(format!("`order={other}` is not an order; use oldest or newest"))),
+            },
         })
     }
 }

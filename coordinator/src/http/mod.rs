@@ -1,12 +1,13 @@
 //! The coordinator's HTTP server (axum) on its own address (`http_listen`, default
 //! `127.0.0.1:7172`): `/healthz`, `/readyz`, `/metrics`, the JSON API under `/api/v1/` (described
-//! by `/api/openapi.json`, generated from the handlers' annotations) and, later, the dashboard
+//! by `/api/openapi.json`, generated from the handlers' annotations) and the dashboard at `/`
 //! (ARCHITECTURE.md, "operating the farm from a browser"). It serves TLS with the gRPC side's
 //! certificate (the same files, reloaded together) and refuses plaintext on a TLS port with a
 //! sentence, as the gRPC side does. Every answer carries a strict Content-Security-Policy.
 
 mod actions;
 mod api;
+mod assets;
 mod error;
 mod session;
 mod sse;
@@ -47,7 +48,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
         Reads take a read-only or operator token (`Authorization: Bearer …`) or a dashboard session cookie; actions an operator one."),
     paths(
         api::runs, api::run, api::shards, api::jobs, api::job, api::workers, sse::events, thumbs::image,
-        actions::pause, actions::resume, actions::cancel, actions::resubmit, actions::release,
+        actions::pause, actions::resume, actions::cancel, actions::resubmit, actions::regenerate, actions::release,
         session::sign_in, session::current, session::sign_out,
         healthz, readyz, metrics, openapi,
     ),
@@ -84,6 +85,8 @@ pub async fn serve<S: Store>(
 pub fn router<S: Store>(coordinator: Coordinator<S>) -> Router {
     let mutual = coordinator.server_tls().is_some_and(|tls| tls.mutual());
     Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::file))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics::<S>))
@@ -96,6 +99,7 @@ pub fn router<S: Store>(coordinator: Coordinator<S>) -> Router {
         .route("/api/v1/runs/{run}/resume", post(actions::resume::<S>))
         .route("/api/v1/runs/{run}/cancel", post(actions::cancel::<S>))
         .route("/api/v1/runs/{run}/resubmit", post(actions::resubmit::<S>))
+        .route("/api/v1/runs/{run}/regenerate", post(actions::regenerate::<S>))
         .route("/api/v1/jobs/{id}", get(api::job::<S>))
         .route("/api/v1/jobs/{id}/image", get(thumbs::image::<S>))
         .route("/api/v1/workers", get(api::workers::<S>))

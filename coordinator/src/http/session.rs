@@ -211,15 +211,19 @@ pub struct SignIn {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionInfo {
+    /// Whether the request carried a valid session cookie.
+    pub signed_in: bool,
     /// `read` or `operator`.
-    pub role: String,
+    pub role: Option<String>,
     /// RFC 3339.
-    pub expires_at: String,
+    pub expires_at: Option<String>,
+    /// Why there is no session, when there is none.
+    pub reason: Option<String>,
 }
 
 fn session_info(session: &Session) -> SessionInfo {
     let expires = chrono::DateTime::from_timestamp(session.expires_unix, 0).unwrap_or_default();
-    SessionInfo { role: session.role.as_str().to_string(), expires_at: expires.to_rfc3339() }
+    SessionInfo { signed_in: true, role: Some(session.role.as_str().to_string()), expires_at: Some(expires.to_rfc3339()), reason: None }
 }
 
 fn set_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
@@ -247,20 +251,23 @@ pub async fn sign_in<S: Store>(State(coordinator): State<Coordinator<S>>, header
     ([(header::SET_COOKIE, cookie)], axum::Json(session_info(&session))).into_response()
 }
 
-/// The current session (the dashboard asks for a token when this is 401).
-#[utoipa::path(get, path = "/api/v1/session", tag = "session",
-    responses((status = 200, body = SessionInfo), (status = 401, description = "No valid session", body = super::ErrorBody)))]
+/// The current dashboard session, or why there is none (the dashboard then asks for a token);
+/// always 200, so a page that is not signed in logs no error.
+#[utoipa::path(get, path = "/api/v1/session", tag = "session", responses((status = 200, body = SessionInfo)))]
 pub async fn current<S: Store>(State(coordinator): State<Coordinator<S>>, parts: Parts) -> Response {
+    let none = |reason: String| axum::Json(SessionInfo { signed_in: false, role: None, expires_at: None, reason: Some(reason) }).into_response();
+    if cookie(&parts.headers, COOKIE).is_none() {
+        return none("not signed in".into());
+    }
     match authorize(&coordinator, &parts, Role::Read) {
-        Ok(Via::Cookie) => {
+        Ok(_) => {
             let value = cookie(&parts.headers, COOKIE).unwrap_or_default();
             match coordinator.session_key().open(value, chrono::Utc::now().timestamp()) {
                 Ok(session) => axum::Json(session_info(&session)).into_response(),
-                Err(_) => ApiError::unauthenticated("no dashboard session; sign in").into_response(),
+                Err(_) => none("not signed in".into()),
             }
         }
-        Ok(Via::Bearer) => ApiError::bad_request("this call reports a dashboard session; it carries a bearer token instead, which needs none").into_response(),
-        Err(error) => error.into_response(),
+        Err(error) => none(error.message),
     }
 }
 

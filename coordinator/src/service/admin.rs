@@ -344,6 +344,39 @@ impl<S: Store> Admin for AdminService<S> {
         }
     }
 
+    async fn regenerate(&self, request: Request<pb::RegenerateRequest>) -> Result<Response<pb::RegenerateResponse>, Status> {
+        let request = request.into_inner();
+        if request.job_ids.is_empty() {
+            return Err(Status::invalid_argument("say which jobs to regenerate: give their ids (--job ID, or `jobs` in the API)"));
+        }
+        let info = self.find(&request.run).await?;
+        let store = &self.0.inner.store;
+        let ids: Vec<JobId> = request.job_ids.iter().map(|id| JobId(*id)).collect();
+        let records = store.job_records(&ids).await.map_err(store_status)?;
+        if let Some(missing) = ids.iter().find(|id| !records.iter().any(|job| job.job == **id && job.run == info.id)) {
+            return Err(Status::not_found(format!("run `{}` has no job {missing}; list its jobs with the API's /api/v1/runs/{}/jobs", info.name, info.name)));
+        }
+        let spec = parse_spec(&info.spec, &format!("<stored spec of run {}>", info.name))?;
+        let grammar = spec.grammar().map_err(|e| Status::failed_precondition(format!("the stored spec of run {} has a bad sample-id grammar ({e})", info.name)))?;
+        let mut regenerations = Vec::new();
+        for record in &records {
+            if !matches!(record.state, JobState::Failed | JobState::Succeeded) {
+                continue;
+            }
+            // A job whose input never resolved has nothing to regenerate (resubmit it instead).
+            let Ok(job) = serde_json::from_str::<acufarm_core::JobSpec>(&record.spec) else { continue };
+            let Ok(again) = resolve::resolve_job_reseeded(&spec, &grammar, &job.source, job.variant, 0, job.reseed + 1) else { continue };
+            let spec = serde_json::to_value(&again).map_err(|e| Status::internal(e.to_string()))?;
+            regenerations.push(crate::store::Resubmission { job: record.job, spec, regenerate: true });
+        }
+        let reports = store.resubmit(&regenerations, Utc::now()).await.map_err(store_status)?;
+        let requeued = reports.iter().filter(|report| report.outcome == crate::store::Resubmitted::Requeued).count() as u64;
+        self.0.forget_run(info.id).await;
+        self.0.touch(info.id);
+        tracing::info!(run = %info.name, requeued, "regenerated jobs with new seeds");
+        Ok(Response::new(pb::RegenerateResponse { requeued, skipped: ids.len() as u64 - requeued }))
+    }
+
     async fn release_worker(&self, request: Request<pb::ReleaseWorkerRequest>) -> Result<Response<pb::ReleaseWorkerResponse>, Status> {
         let request = request.into_inner();
         if request.worker.trim().is_empty() {

@@ -256,6 +256,9 @@ pub struct RunStatus {
 pub struct Resubmission {
     pub job: JobId,
     pub spec: serde_json::Value,
+    /// A regeneration with new seeds: succeeded jobs are queued again too (their run's manifest
+    /// is then written again once they finish).
+    pub regenerate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -358,9 +361,18 @@ pub struct JobFilter {
     pub failure_class: Option<FailureClass>,
     /// Only sample ids starting with this text.
     pub sample_prefix: Option<String>,
-    /// Only jobs after this one in id order (keyset pagination: pass the last id of a page).
+    /// Only jobs after this one in id order (keyset pagination: pass the last id of a page);
+    /// with `newest_first`, only jobs before it.
     pub after: Option<JobId>,
     pub limit: Option<u32>,
+    /// Highest id (newest) first.
+    pub newest_first: bool,
+}
+
+/// The newest-first form of a jobs listing's SQL (the same text with the order and the keyset
+/// bound turned around).
+pub(crate) fn newest_first(sql: &str) -> String {
+    sql.replace("jobs.id > $7", "jobs.id < $7").replace("ORDER BY jobs.id", "ORDER BY jobs.id DESC")
 }
 
 /// Everything the coordinator asks of its database. Time is always passed in (`now`), so tests
@@ -402,7 +414,9 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     fn run_status(&self, run: RunId) -> impl Future<Output = Result<RunStatus>> + Send;
 
-    /// Queues failed jobs again with a new spec and a fresh attempt budget, in one transaction.
+    /// Queues failed jobs again with a new spec and a fresh attempt budget, in one transaction;
+    /// a regeneration ([`Resubmission::regenerate`]) queues succeeded ones too and makes their
+    /// run's manifest due again.
     fn resubmit(&self, jobs: &[Resubmission], now: DateTime<Utc>) -> impl Future<Output = Result<Vec<ResubmitReport>>> + Send;
 
     /// Cancels the run and every job of it not yet finished; later reports of those jobs are
@@ -658,6 +672,12 @@ pub(crate) fn plan_reap(expired: &[(JobId, JobView, u32)]) -> (Vec<ReapedJob>, V
     (reaped, writes)
 }
 
+/// The succeeded jobs a batch regenerates: their outputs will be replaced, so their run's manifest
+/// is due again.
+pub(crate) fn regenerated_outputs(views: &HashMap<JobId, JobView>, requests: &[Resubmission]) -> Vec<i64> {
+    requests.iter().filter(|r| r.regenerate && views.get(&r.job).is_some_and(|view| view.state == JobState::Succeeded)).map(|r| r.job.0).collect()
+}
+
 /// Decides a batch of resubmissions.
 pub(crate) fn plan_resubmit(
     views: &mut HashMap<JobId, JobView>,
@@ -669,7 +689,7 @@ pub(crate) fn plan_resubmit(
     for request in requests {
         let outcome = match views.get_mut(&request.job) {
             None => Resubmitted::UnknownJob,
-            Some(view) => match state::resubmit(view) {
+            Some(view) => match if request.regenerate { state::regenerate(view) } else { state::resubmit(view) } {
                 Err(state) => Resubmitted::NotFailed { state },
                 Ok(attempt_base) => {
                     writes.push(JobWrite {

@@ -37,6 +37,7 @@ const SHARD_COUNTS: &str = include_str!("sql/postgres/shard_counts.sql");
 const SUCCEEDED_JOBS: &str = include_str!("sql/postgres/succeeded_jobs.sql");
 const JOB_RECORDS: &str = include_str!("sql/postgres/job_records.sql");
 const HAS_UNFINISHED: &str = include_str!("sql/postgres/has_unfinished.sql");
+static RUN_JOBS_NEWEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::newest_first(RUN_JOBS));
 const RUN_JOBS: &str = include_str!("sql/postgres/run_jobs.sql");
 const CLAIM_MANIFEST: &str = include_str!("sql/postgres/claim_manifest.sql");
 const RECORD_ATTEMPTS: &str = include_str!("sql/postgres/record_attempts.sql");
@@ -420,8 +421,16 @@ impl Store for PgStore {
         const OPERATION: &str = "resubmitting jobs";
         let mut tx = self.begin(OPERATION).await?;
         let mut views = lock_jobs(&mut tx, jobs.iter().map(|request| request.job.0).collect(), OPERATION).await?;
+        let outputs_replaced = super::regenerated_outputs(&views, jobs);
         let (reports, writes) = plan_resubmit(&mut views, jobs, now);
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        if !outputs_replaced.is_empty() {
+            sqlx::query("UPDATE runs SET manifest_succeeded = NULL, manifest_failed = NULL WHERE id IN (SELECT run_id FROM jobs WHERE id = ANY($1))")
+                .bind(outputs_replaced)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+        }
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reports)
     }
@@ -488,7 +497,7 @@ impl Store for PgStore {
     }
 
     async fn run_jobs(&self, run: RunId, filter: &JobFilter) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query(RUN_JOBS)
+        let rows = sqlx::query(if filter.newest_first { RUN_JOBS_NEWEST.as_str() } else { RUN_JOBS })
             .bind(run.0)
             .bind(filter.state.map(|state| state.as_str()))
             .bind(filter.shard_keys.clone())

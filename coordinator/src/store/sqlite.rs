@@ -34,6 +34,7 @@ const SHARD_COUNTS: &str = include_str!("sql/sqlite/shard_counts.sql");
 const SUCCEEDED_JOBS: &str = include_str!("sql/sqlite/succeeded_jobs.sql");
 const JOB_RECORDS: &str = include_str!("sql/sqlite/job_records.sql");
 const HAS_UNFINISHED: &str = include_str!("sql/sqlite/has_unfinished.sql");
+static RUN_JOBS_NEWEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::newest_first(RUN_JOBS));
 const RUN_JOBS: &str = include_str!("sql/sqlite/run_jobs.sql");
 const CLAIM_MANIFEST: &str = include_str!("sql/sqlite/claim_manifest.sql");
 const RECORD_ATTEMPT: &str = "INSERT OR IGNORE INTO job_attempts (job_id, attempt, worker, ended_at, outcome, failure_class, message, detail) \
@@ -408,8 +409,16 @@ impl Store for SqliteStore {
         const OPERATION: &str = "resubmitting jobs";
         let mut tx = self.begin_write(OPERATION).await?;
         let mut views = load_jobs(&mut tx, jobs.iter().map(|request| request.job.0), OPERATION).await?;
+        let outputs_replaced = super::regenerated_outputs(&views, jobs);
         let (reports, writes) = plan_resubmit(&mut views, jobs, now);
         write_jobs(&mut tx, &writes, now, OPERATION).await?;
+        if !outputs_replaced.is_empty() {
+            sqlx::query("UPDATE runs SET manifest_succeeded = NULL, manifest_failed = NULL WHERE id IN (SELECT run_id FROM jobs WHERE id IN (SELECT value FROM json_each($1)))")
+                .bind(id_array(outputs_replaced.into_iter()))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(OPERATION))?;
+        }
         tx.commit().await.map_err(StoreError::db(OPERATION))?;
         Ok(reports)
     }
@@ -474,7 +483,7 @@ impl Store for SqliteStore {
 
     async fn run_jobs(&self, run: RunId, filter: &JobFilter) -> Result<Vec<JobRecord>> {
         let keys = filter.shard_keys.as_ref().map(serde_json::to_string).transpose().map_err(|e| StoreError::Corrupt { detail: e.to_string() })?;
-        let rows = sqlx::query(RUN_JOBS)
+        let rows = sqlx::query(if filter.newest_first { RUN_JOBS_NEWEST.as_str() } else { RUN_JOBS })
             .bind(run.0)
             .bind(filter.state.map(|state| state.as_str()))
             .bind(keys)
