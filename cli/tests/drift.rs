@@ -3,7 +3,11 @@
 //! moved, relit and damaged in known ways; and the QA gate in `acufarm run` on the tiny bundle,
 //! whose outputs are noise (no face), so every face source is re-generated and then fails `qa`.
 
+#[allow(dead_code)] // each test binary uses a part of the shared harness
+mod support;
+
 use image::{Rgb, RgbImage, imageops::FilterType};
+use support::dataset::astronaut;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,19 +16,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// scikit-image's astronaut.png (512², public domain), centre-cropped and resized to 512².
-fn astronaut() -> RgbImage {
-    let home = std::env::var("ACUFARM_HOME").unwrap_or_else(|_| format!("{}/.cache/acufarm", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
-    let lib = Path::new(&home).join("mediapipe/lib");
-    let path = std::fs::read_dir(&lib)
-        .ok()
-        .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("site-packages/skimage/data/astronaut.png")).find(|p| p.is_file()))
-        .unwrap_or_else(|| panic!("astronaut.png not found under {}; run scripts/setup.sh dev (it installs scikit-image there)", lib.display()));
-    let img = image::open(&path).unwrap().to_rgb8();
-    let side = img.width().min(img.height());
-    let cropped = image::imageops::crop_imm(&img, (img.width() - side) / 2, (img.height() - side) / 2, side, side).to_image();
-    image::imageops::resize(&cropped, 512, 512, FilterType::Lanczos3)
-}
 
 /// The image moved by (dx, dy) pixels, edges replicated.
 fn shift(img: &RgbImage, dx: i32, dy: i32) -> RgbImage {

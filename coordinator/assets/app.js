@@ -166,7 +166,10 @@ async function start() {
   if (!session.signed_in) { signIn(); return; }
   document.getElementById("who").replaceChildren(h("span", {}, `${session.role} session `),
     h("button", { id: "signout", onclick: async () => { await api("/api/v1/session", { method: "DELETE" }); session = null; signIn("Signed out."); } }, "Sign out"));
-  window.addEventListener("hashchange", route);
+  if (!start.listening) {
+    window.addEventListener("hashchange", route);
+    start.listening = true;
+  }
   route();
 }
 
@@ -197,7 +200,7 @@ function route() {
 function rateChart(name) {
   const series = live.rates.get(name) || [];
   const width = 600, height = 120, pad = 24;
-  const box = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", "aria-label": "images per second" });
+  const box = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, "aria-label": "images per second" });
   const max = Math.max(1, ...series.map(([, rate]) => rate));
   if (series.length > 1) {
     const t0 = series[0][0], t1 = series[series.length - 1][0];
@@ -206,7 +209,7 @@ function rateChart(name) {
     box.append(svg("polyline", { points: series.map(([t, rate]) => `${x(t).toFixed(1)},${y(rate).toFixed(1)}`).join(" ") }));
   }
   box.append(svg("text", { x: 4, y: 12 }, `${fmt(max, 1)} img/s`), svg("text", { x: 4, y: height - 6 }, "0"),
-    svg("text", { x: width - 120, y: height - 6 }, series.length > 1 ? "images/s, since this page opened" : "images/s (waiting for updates)"));
+    svg("text", { x: width - 4, y: height - 6, "text-anchor": "end" }, series.length > 1 ? "since this page opened" : "waiting for updates"));
   return box;
 }
 
@@ -222,7 +225,7 @@ function runActions(run) {
 function runRow(run) {
   return h("tr", { "data-run": run.name },
     h("td", {}, h("a", { href: `#/run/${enc(run.name)}` }, run.name)),
-    h("td", {}, pill(run.state), run.finished ? h("span", { class: "muted" }, " finished") : null),
+    h("td", {}, pill(run.finished && run.state === "active" ? "finished" : run.state)),
     h("td", {}, progress(run.counts, run.total)),
     h("td", { class: "num", "data-progress": run.name }, `${fmt(done(run.counts))} / ${fmt(run.total)}`),
     h("td", { class: "num" }, fmt(run.counts.failed)),

@@ -3,6 +3,7 @@
 //! distributed farm. Resumable: the run's state lives in `<state-dir>/<run>.sqlite`, so running the
 //! same command again after Ctrl-C or a crash finishes only what is left.
 
+mod dashboard;
 mod progress;
 mod source;
 #[cfg(test)]
@@ -60,6 +61,11 @@ pub struct Args {
     /// Print the plan (with --dry-run) or the run's result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Serve the dashboard, API and metrics on this address (default 127.0.0.1:7172) while the
+    /// run goes and after it ends, until Ctrl-C; sign in with the token in
+    /// `<state-dir>/dashboard.token`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:7172", value_name = "ADDR")]
+    dashboard: Option<String>,
 }
 
 /// What every worker thread shares.
@@ -76,6 +82,8 @@ struct Shared {
     execution_provider: String,
     policy: RetryPolicy,
     progress: Arc<progress::Progress>,
+    /// The dashboard's coordinator, told about progress (rates, live updates), when serving one.
+    dashboard: Option<acufarm_coordinator::Coordinator<SqliteStore>>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -162,7 +170,50 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     if status.counts.succeeded > 0 {
         progress.note(&format!("resuming {}: {} of {} jobs already done", spec.run.name, status.counts.succeeded, status.counts.total()));
     }
+    // Ctrl-C (or SIGTERM) drains: the jobs in hand finish, nothing more is leased, and running the
+    // same command again finishes the rest.
+    let shutdown = Shutdown::install("acufarm run").context("cannot listen for SIGTERM and SIGINT")?;
+    let dashboard = match &args.dashboard {
+        Some(address) => {
+            let dashboard = dashboard::Dashboard::start(store.clone(), address, &args.state_dir).await?;
+            eprintln!("dashboard: {} (sign in with the token in {})", dashboard.url, dashboard.token_file.display());
+            Some(dashboard)
+        }
+        None => None,
+    };
+    let result = drive(&args, &spec, &dataset, store, run_id, input, output, scenes, pipelines, bundle_ref, progress, &shutdown, dashboard.as_ref()).await;
+    if let Some(dashboard) = dashboard {
+        match &result {
+            Ok(()) => eprintln!("run {} finished; the dashboard stays up at {} until Ctrl-C", spec.run.name, dashboard.url),
+            Err(e) => eprintln!("error: {e:#}\nthe dashboard stays up at {} until Ctrl-C", dashboard.url),
+        }
+        if !shutdown.is_draining() {
+            shutdown.draining().await;
+        }
+        dashboard.stop().await;
+    }
+    result
+}
+
+/// Runs the job loops to the end, writes the manifest and reports.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    args: &Args,
+    spec: &RunSpec,
+    dataset: &acufarm_core::spec::DatasetSection,
+    store: SqliteStore,
+    run_id: acufarm_core::RunId,
+    input: Storage,
+    output: Storage,
+    scenes: Storage,
+    pipelines: Vec<Pipeline>,
+    bundle_ref: BundleRef,
+    progress: Arc<progress::Progress>,
+    shutdown: &Shutdown,
+    dashboard: Option<&dashboard::Dashboard>,
+) -> anyhow::Result<()> {
     let shared = Shared {
+        dashboard: dashboard.map(|d| d.coordinator.clone()),
         store: store.clone(),
         input,
         output: output.clone(),
@@ -175,9 +226,6 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         progress: progress.clone(),
     };
     let ticker = progress.clone().start();
-    // Ctrl-C (or SIGTERM) drains: the jobs in hand finish, nothing more is leased, and running the
-    // same command again finishes the rest.
-    let shutdown = Shutdown::install("acufarm run").context("cannot listen for SIGTERM and SIGINT")?;
     let mut loops = Vec::new();
     for (i, pipeline) in pipelines.into_iter().enumerate() {
         let worker = format!("embedded-{i}");

@@ -190,6 +190,9 @@ impl JobSource for StoreSource {
         self.record(Outcomes { succeeded: u32::try_from(accepted).unwrap_or(u32::MAX), retryable_failures: &[] }).await?;
         let failed = self.record_failures(&refused, false).await? + self.record_failures(&commit_failures, false).await?;
         shared.progress.add(accepted + failed, failed);
+        if let Some(coordinator) = &shared.dashboard {
+            coordinator.record_progress(shared.run_id, &self.worker, accepted);
+        }
         Ok(())
     }
 
@@ -203,6 +206,9 @@ impl JobSource for StoreSource {
             .collect();
         let failed = self.record_failures(&failures, true).await?;
         self.shared.progress.add(failed, failed);
+        if let Some(coordinator) = &self.shared.dashboard {
+            coordinator.record_progress(self.shared.run_id, &self.worker, 0);
+        }
         Ok(())
     }
 }

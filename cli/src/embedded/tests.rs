@@ -70,6 +70,7 @@ async fn out_of_memory_halves_the_batch_of_an_embedded_worker_as_it_does_the_age
     store.migrate().await.unwrap();
     let run_id = store.create_run(&runs::plan_run(&spec, &text, &resolution, &bundle.sha256).unwrap(), false, Utc::now()).await.unwrap();
     let shared = Shared {
+        dashboard: None,
         store: store.clone(),
         input,
         output: output.clone(),

@@ -14,6 +14,20 @@ pub fn kept_frames() -> Vec<u32> {
     (1..=11).chain(30..=45).chain(108..=118).chain(138..=143).collect()
 }
 
+/// scikit-image's astronaut.png (512², public domain), centre-cropped and resized to 512².
+pub fn astronaut() -> image::RgbImage {
+    let home = std::env::var("ACUFARM_HOME").unwrap_or_else(|_| format!("{}/.cache/acufarm", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
+    let lib = Path::new(&home).join("mediapipe/lib");
+    let path = std::fs::read_dir(&lib)
+        .ok()
+        .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("site-packages/skimage/data/astronaut.png")).find(|p| p.is_file()))
+        .unwrap_or_else(|| panic!("astronaut.png not found under {}; run scripts/setup.sh dev (it installs scikit-image there)", lib.display()));
+    let img = image::open(&path).unwrap().to_rgb8();
+    let side = img.width().min(img.height());
+    let cropped = image::imageops::crop_imm(&img, (img.width() - side) / 2, (img.height() - side) / 2, side, side).to_image();
+    image::imageops::resize(&cropped, 512, 512, image::imageops::FilterType::Lanczos3)
+}
+
 pub const IMAGES: &str = "train/image/img_512";
 pub const LABELS: &str = "train/label/label";
 

@@ -304,6 +304,14 @@ impl<S: Store> Coordinator<S> {
         Ok(reaped.len())
     }
 
+    /// Progress made outside the gRPC service (embedded mode's own job loops): feeds the rates
+    /// and wakes the dashboard's live updates.
+    pub fn record_progress(&self, run: RunId, worker: &str, completed: u64) {
+        self.inner.metrics.completed(worker, completed);
+        self.inner.metrics.run_completed(run, completed);
+        self.touch(run);
+    }
+
     pub(crate) fn touch(&self, run: RunId) {
         self.inner.touched.lock().unwrap_or_else(|p| p.into_inner()).insert(run);
         self.inner.hub.poke();
