@@ -257,3 +257,40 @@ fn the_same_pages_work_over_embedded_mode() {
     proc.signal("INT");
     assert!(proc.wait_exit(Duration::from_secs(60)).is_some(), "Ctrl-C stops the dashboard");
 }
+
+#[test]
+fn a_page_on_one_replica_follows_work_done_through_another_and_its_session_works_on_both() {
+    let _serial = support::serial();
+    let dir = tempfile::Builder::new().prefix("acufarm-browser-replicas-").tempdir().unwrap();
+    let data = Dataset::generate(&Backend::Fs, dir.path(), "replicas", &["M_Asher_N_HD", "F_Grace_N_HA"], &(1..=4).collect::<Vec<_>>());
+    let n = data.expected.len() as u64;
+    let run = "replicated-page";
+    let spec = data.write_spec("spec.toml", run, |s| s);
+    // Replicas share the session key, so a cookie signed by one opens the other.
+    let mut farm = Farm::start(vec![("ACUFARM_SESSION_KEY".into(), "replicas-share-this-session-key-0123456789".into())], FAST);
+    farm.submit(&spec);
+    let replica = farm.start_replica();
+    let replica_http = format!("http://127.0.0.1:{}", farm.last_http_port);
+    let driver = Driver::start();
+    block_on(async {
+        let browser = driver.browser().await;
+        sign_in(&browser, &format!("{}/", farm.http_url()), &farm.token).await;
+        let cell = format!("[data-progress=\"{run}\"]");
+        assert_eq!(eventually("the run on replica A's page", || async { progress(&text_of(&browser, &cell).await?) }).await, (0, n));
+        // The only worker talks to replica B; the page on A follows live (Redis pub/sub).
+        let mut worker = farm.spawn_worker_to(&replica, "wb", "fc", 2, &farm.token, &[]);
+        worker.wait_for_line("acufarm worker: registered as", WAIT).expect("the worker registers with replica B");
+        eventually("replica A's page to show the jobs B completed", || async {
+            progress(&text_of(&browser, &cell).await?).filter(|(done, total)| done == total)
+        })
+        .await;
+        assert_no_console_errors(&browser, "runs page of replica A").await;
+        // The cookie A signed is accepted by B: its pages open without signing in.
+        browser.goto(&format!("{replica_http}/")).await.unwrap();
+        browser.wait().at_most(WAIT).for_element(Locator::Css("#runs")).await.expect("replica B accepts replica A's session");
+        assert!(browser.find(Locator::Css("#signin")).await.is_err(), "no sign-in asked on B");
+        assert_no_console_errors(&browser, "runs page of replica B").await;
+        browser.close().await.unwrap();
+        worker.kill9();
+    });
+}

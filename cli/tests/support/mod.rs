@@ -79,6 +79,8 @@ pub struct Farm {
     pub port: u16,
     /// The first coordinator's HTTP port (health, readiness, metrics).
     pub http_port: u16,
+    /// The HTTP port of the coordinator started last (a replica's own).
+    pub last_http_port: u16,
     pub token: String,
     pub env: Vec<(String, String)>,
     pub timing: Timing,
@@ -125,6 +127,7 @@ impl Farm {
             pg,
             port: services::free_port(),
             http_port: services::free_port(),
+            last_http_port: 0,
             token: format!("farm-token-{nanos:x}"),
             env,
             timing,
@@ -191,6 +194,7 @@ impl Farm {
         let mut cmd = self.command(&["coordinator"]);
         let t = self.timing;
         let http_port = if port == self.port { self.http_port } else { services::free_port() };
+        self.last_http_port = http_port;
         cmd.env("ACUFARM_LISTEN", format!("127.0.0.1:{port}"))
             .env("ACUFARM_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
             .env("ACUFARM_DATABASE_URL", self.pg.url())
