@@ -9,6 +9,10 @@
 //! `--database-url` and dropped afterwards. A benchmark harness only: nothing in a real run
 //! reaches it. Driven by bench/dispatch.sh.
 
+#[allow(dead_code)] // each benchmark uses a part of it
+#[path = "http1.rs"]
+mod http1;
+
 use acufarm_coordinator::store::{NewJob, NewRun};
 use acufarm_coordinator::{Config, Coordinator, PgStore, Store};
 use acufarm_core::{JobParams, JobSpec, PromptCategory};
@@ -96,6 +100,10 @@ struct Args {
     /// https://, to measure what TLS costs the dispatch path.
     #[arg(long)]
     tls: bool,
+    /// Dashboard clients: this many server-sent-event streams (`/api/v1/events`) held open on the
+    /// coordinator's HTTP port through each drain, reading every update (they share the cores).
+    #[arg(long, default_value_t = 0)]
+    sse_clients: usize,
 }
 
 /// The coordinator's certificate and key (PEM) when it serves TLS (`--tls`): made once, so the
@@ -163,6 +171,8 @@ struct Outcome {
     postgres_cpu_s: f64,
     machine_cpu_s: f64,
     db_size: String,
+    /// Events the SSE clients received during the drain (all clients together).
+    sse_events: u64,
 }
 
 /// A job spec as `acufarm_core::resolve` writes them, with realistic prompt lengths.
@@ -386,6 +396,7 @@ async fn simulated_worker(
                 timings: [("upload".to_string(), 0.0)].into_iter().collect(),
                 execution_provider: "none".into(),
                 qa_json: String::new(),
+                traceparent: String::new(),
             });
         }
         stats.storage.push(staging_started.elapsed());
@@ -450,7 +461,7 @@ async fn run_size(args: &Args, jobs: u64, db_name: &str) -> anyhow::Result<Outco
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(coordinator.serve(listener, async {
+    let server = tokio::spawn(coordinator.clone().serve(listener, async {
         let _ = stopped.await;
     }));
 
@@ -462,6 +473,28 @@ async fn run_size(args: &Args, jobs: u64, db_name: &str) -> anyhow::Result<Outco
     drop(futures_util::future::try_join_all(warm).await?);
     let registrations: Vec<_> = (0..args.workers).map(|index| register(index, addr, args.batch)).collect();
     let workers = futures_util::future::try_join_all(registrations).await?;
+    // Dashboard clients, connected (and past their first snapshot) before the clock starts.
+    let sse_events = Arc::new(AtomicU64::new(0));
+    let mut sse = Vec::new();
+    let mut http_stop = None;
+    if args.sse_clients > 0 {
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http_addr = http_listener.local_addr()?;
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        http_stop = Some((
+            stop_http,
+            tokio::spawn(acufarm_coordinator::http::serve(coordinator.clone(), http_listener, async {
+                let _ = http_stopped.await;
+            })),
+        ));
+        for _ in 0..args.sse_clients {
+            sse.push(tokio::spawn(http1::follow_events(http_addr, format!("/api/v1/events?run={RUN_NAME}"), TOKEN.into(), sse_events.clone())));
+        }
+        while sse_events.load(Ordering::Relaxed) < args.sse_clients as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let sse_before = sse_events.load(Ordering::Relaxed);
     let (cpu0, pg0, all0) = (process_cpu(), postgres_cpu(args.postmaster), machine_cpu());
     let drain_started = Instant::now();
     let mut tasks = Vec::new();
@@ -499,6 +532,14 @@ async fn run_size(args: &Args, jobs: u64, db_name: &str) -> anyhow::Result<Outco
         drained += stats.jobs;
     }
     let drain_s = drain_started.elapsed().as_secs_f64();
+    let sse_events = sse_events.load(Ordering::Relaxed) - sse_before;
+    for client in sse {
+        client.abort();
+    }
+    if let Some((stop_http, server)) = http_stop {
+        let _ = stop_http.send(());
+        server.abort();
+    }
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -555,6 +596,7 @@ async fn run_size(args: &Args, jobs: u64, db_name: &str) -> anyhow::Result<Outco
         postgres_cpu_s: pg1 - pg0,
         machine_cpu_s: all1 - all0,
         db_size,
+        sse_events,
     })
 }
 
@@ -655,6 +697,8 @@ async fn main_async(mut args: Args) -> anyhow::Result<()> {
                 "postgres_cpu_s": o.postgres_cpu_s,
                 "other_cpu_s": o.machine_cpu_s - o.process_cpu_s - o.postgres_cpu_s,
                 "db_size": o.db_size,
+                "sse_clients": args.sse_clients,
+                "sse_events": o.sse_events,
                 "server_version": version,
                 "synchronous_commit": synchronous_commit,
                 "fsync": fsync,

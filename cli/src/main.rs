@@ -2,6 +2,7 @@
 
 mod cmd;
 mod embedded;
+mod telemetry;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -64,8 +65,9 @@ enum Command {
 
 /// Console logs (text, or one JSON object per line with `ACUFARM_LOG_FORMAT=json`) filtered by
 /// `ACUFARM_LOG` (default `warn`), plus the per-job log tails a worker sends with its failures
-/// (kept at `info` whatever the console shows).
-fn init_logging() -> Result<(), String> {
+/// and, when an OTLP endpoint is set, the trace export (both kept at `info` whatever the console
+/// shows).
+fn init_logging(otel: Option<telemetry::OtelLayer>) -> Result<(), String> {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -79,6 +81,7 @@ fn init_logging() -> Result<(), String> {
         Ok(other) => return Err(format!("ACUFARM_LOG_FORMAT = `{other}` is not a log format; use text or json")),
     };
     tracing_subscriber::registry()
+        .with(otel.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
         .with(console.with_filter(filter))
         .with(acufarm_worker::jobloop::logtail::layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
         .init();
@@ -90,7 +93,20 @@ fn main() -> ExitCode {
     // to choose when a build holds more than one, and every crate here is pointed at aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    if let Err(message) = init_logging() {
+    let (service, config) = match &cli.command {
+        Command::Coordinator(args) => ("acufarm-coordinator", args.config_path()),
+        Command::Worker(_) => ("acufarm-worker", None),
+        Command::Run(_) => ("acufarm-run", None),
+        _ => ("acufarm", None),
+    };
+    let otel = match telemetry::endpoint(config).map(|endpoint| telemetry::layer(&endpoint, service)).transpose() {
+        Ok(layer) => layer,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(message) = init_logging(otel) {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
@@ -115,6 +131,7 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
+    telemetry::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

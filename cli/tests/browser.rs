@@ -160,7 +160,8 @@ fn the_dashboard_follows_a_farm_run_and_its_actions_work() {
 
         // Workers start; the page moves on its own (no reload, no navigation).
         farm.start_workers(&["w1", "w2"], 2);
-        let moving = eventually("progress to move without a reload", || async { progress(&text_of(&browser, &cell).await?).filter(|(done, _)| *done > 0) }).await;
+        let moving =
+            eventually("progress to move without a reload", || async { progress(&text_of(&browser, &cell).await?).filter(|(done, _)| *done > 0) }).await;
         farm.log(&format!("the runs page moved to {moving:?} without a reload"));
         eventually("every job to end", || async { progress(&text_of(&browser, &cell).await?).filter(|(done, total)| done == total) }).await;
         screenshot(&browser, "runs.png").await;
@@ -231,7 +232,7 @@ fn the_same_pages_work_over_embedded_mode() {
     let mut cmd = Command::new(support::BIN);
     cmd.args(["run", spec.to_str().unwrap(), "--bundle"])
         .arg(support::bundle("fc"))
-        .args(["--state-dir", state.to_str().unwrap(), "--quiet", "--dashboard", &format!("127.0.0.1:{port}")])
+        .args(["--state-dir", state.to_str().unwrap(), "--quiet", "--dashboard", &format!("127.0.0.1:{port}"), "--keep-dashboard"])
         .env("ACUFARM_HOME", support::acufarm_home())
         .env("ACUFARM_LOG", "warn");
     let mut proc = Proc::spawn("embedded", cmd, dir.path());

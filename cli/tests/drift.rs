@@ -7,15 +7,14 @@
 mod support;
 
 use image::{Rgb, RgbImage, imageops::FilterType};
-use support::dataset::astronaut;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::dataset::astronaut;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
-
 
 /// The image moved by (dx, dy) pixels, edges replicated.
 fn shift(img: &RgbImage, dx: i32, dy: i32) -> RgbImage {

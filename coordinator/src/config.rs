@@ -107,6 +107,9 @@ pub struct Config {
     pub session_key_file: Option<PathBuf>,
     /// How long a dashboard session lasts before the token must be given again.
     pub session_seconds: u64,
+    /// OTLP/gRPC endpoint to export traces to (`http://collector:4317`); empty: none, unless
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub otlp_endpoint: String,
     /// PEM certificate chain the coordinator serves TLS with (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -147,6 +150,7 @@ impl Default for Config {
             session_key: Secret::default(),
             session_key_file: None,
             session_seconds: 12 * 3600,
+            otlp_endpoint: String::new(),
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -182,6 +186,7 @@ impl fmt::Debug for Config {
             .field("session_key", &self.session_key)
             .field("session_key_file", &self.session_key_file)
             .field("session_seconds", &self.session_seconds)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)
@@ -253,6 +258,9 @@ impl Config {
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("ACUFARM_LISTEN") {
             self.listen = v;
+        }
+        if let Some(v) = env("ACUFARM_OTLP_ENDPOINT") {
+            self.otlp_endpoint = v;
         }
         if let Some(v) = env("ACUFARM_REDIS_PREFIX") {
             self.redis_prefix = v;

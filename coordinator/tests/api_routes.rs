@@ -228,7 +228,11 @@ async fn a_session_cookie_stands_for_its_token_and_changes_need_this_sites_origi
     assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&read, Some(origin))).await, StatusCode::FORBIDDEN);
     assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&operator, None)).await, StatusCode::FORBIDDEN, "no Origin");
     assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&operator, Some("http://evil.example"))).await, StatusCode::FORBIDDEN);
-    assert_eq!(api.status("GET", "/api/v1/runs", with(&operator, Some("http://evil.example"))).await, StatusCode::FORBIDDEN, "a foreign page may not read either");
+    assert_eq!(
+        api.status("GET", "/api/v1/runs", with(&operator, Some("http://evil.example"))).await,
+        StatusCode::FORBIDDEN,
+        "a foreign page may not read either"
+    );
     assert_eq!(api.status("POST", "/api/v1/runs/r1/pause", with(&operator, Some(origin))).await, StatusCode::OK);
 
     // Sign-in refusals, and a tampered cookie.
@@ -261,7 +265,10 @@ async fn the_openapi_document_lists_routes_the_router_serves() {
             operations += 1;
             let answer = api.call(&method.to_uppercase(), &concrete, bearer(OPERATOR)).await;
             let message = answer.body["error"]["message"].as_str().unwrap_or_default();
-            assert!(!message.contains("no such page") && answer.status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not served: {message}");
+            assert!(
+                !message.contains("no such page") && answer.status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not served: {message}"
+            );
         }
     }
     assert!(operations >= 21, "{operations} operations documented");

@@ -5,9 +5,8 @@ mod support;
 
 use acufarm_coordinator::state::{Completion, Expiry, Failure, ShardState, Stale, StateCounts};
 use acufarm_coordinator::store::{
-    AttemptOutcome,
-    CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, ManifestClaim, ManifestCounts, NewJob, NewRun, Resubmission,
-    Resubmitted, RunState, SucceededJob,
+    AttemptOutcome, CompletionRequest, FailureRequest, JobAttempt, JobFilter, LeaseRequest, LeasedJob, ManifestClaim, ManifestCounts, NewJob, NewRun,
+    Resubmission, Resubmitted, RunState, SucceededJob,
 };
 use acufarm_coordinator::{RetryPolicy, Store, StoreError};
 use acufarm_core::{Attempt, FailureClass, JobId, JobState, RunId};
@@ -709,12 +708,9 @@ async fn job_listing_filters_by_worker_class_and_prefix_and_pages_by_id<S: Store
     assert_eq!(parsed(records[0].result.as_deref().unwrap()), json!({ "attempt": 1 }));
     assert_eq!(records[0].updated_at, at(2));
     assert_eq!(list(JobFilter { failure_class: Some(FailureClass::Qa), ..JobFilter::default() }).await, [by_w1[1].job]);
-    assert_eq!(
-        list(JobFilter { state: Some(JobState::Failed), worker: Some("w2".into()), ..JobFilter::default() }).await,
-        [by_w2[0].job],
-        "filters combine"
-    );
-    let m2: Vec<JobId> = store.run_jobs(run, &JobFilter { shard_keys: Some(vec!["m2".into()]), ..JobFilter::default() }).await.unwrap().iter().map(|j| j.job).collect();
+    assert_eq!(list(JobFilter { state: Some(JobState::Failed), worker: Some("w2".into()), ..JobFilter::default() }).await, [by_w2[0].job], "filters combine");
+    let m2: Vec<JobId> =
+        store.run_jobs(run, &JobFilter { shard_keys: Some(vec!["m2".into()]), ..JobFilter::default() }).await.unwrap().iter().map(|j| j.job).collect();
     assert_eq!(list(JobFilter { sample_prefix: Some("m2_".into()), ..JobFilter::default() }).await, m2);
     assert_eq!(list(JobFilter { sample_prefix: Some("m2_00".into()), ..JobFilter::default() }).await.len(), 3);
     assert!(list(JobFilter { sample_prefix: Some("m3".into()), ..JobFilter::default() }).await.is_empty());
@@ -742,7 +738,7 @@ async fn failed_and_lost_attempts_are_kept_with_their_worker_and_detail<S: Store
     let job = lease(&store, "w1", 1, at(1)).await[0].job;
     let detail = json!({ "qa": [], "log": ["12:00:00 WARN out of GPU memory"] }).to_string();
     let retry = FailureRequest { job, attempt: Attempt(1), class: FailureClass::Retryable, message: "oom".into(), detail: Some(detail.clone()) };
-    assert!(matches!(store.fail(&[retry.clone()], &policy(), at(2)).await.unwrap()[0].outcome, Failure::Retry { .. }));
+    assert!(matches!(store.fail(std::slice::from_ref(&retry), &policy(), at(2)).await.unwrap()[0].outcome, Failure::Retry { .. }));
     // A stale repeat of the same report adds nothing.
     assert!(matches!(store.fail(&[retry], &policy(), at(2)).await.unwrap()[0].outcome, Failure::Stale(_)));
     // The second attempt's lease is lost; the third succeeds.

@@ -8,6 +8,8 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod trace;
+
 use acufarm_core::job as core;
 
 /// Metadata key every call carries the farm token in, as `Bearer <token>`.

@@ -286,8 +286,8 @@ pub async fn stage(
     output: &Storage,
 ) -> Result<Staged, JobError> {
     let upload_started = Instant::now();
-    let bytes = image_io::encode_like(image, &fetched.source)
-        .map_err(|e| JobError::new(FailureClass::Retryable, format!("cannot encode {}: {e}", job.output)))?;
+    let bytes =
+        image_io::encode_like(image, &fetched.source).map_err(|e| JobError::new(FailureClass::Retryable, format!("cannot encode {}: {e}", job.output)))?;
     let sha256 = sha256_bytes(&bytes);
     output.put(staging_key, Bytes::from(bytes)).await?;
     let mut timings = BTreeMap::from([

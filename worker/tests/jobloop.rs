@@ -99,13 +99,13 @@ async fn out_of_memory_halves_the_batch_and_renders_the_same_jobs_again_until_th
         .iter()
         .enumerate()
         .map(|(i, job)| LeasedJob {
-            job: Job { run: 1, key: (i as i64 + 1, 1), sample_id: job.sample_id.clone(), staging_key: Storage::staging_key("oom", i as i64 + 1, 1) },
+            job: Job::new(1, (i as i64 + 1, 1), job.sample_id.clone(), Storage::staging_key("oom", i as i64 + 1, 1), "w", ""),
             spec_json: serde_json::to_string(job).unwrap(),
             roots: Ok(roots.clone()),
         })
         .collect();
     leased.push(LeasedJob {
-        job: Job { run: 1, key: (99, 1), sample_id: "odd".into(), staging_key: Storage::staging_key("oom", 99, 1) },
+        job: Job::new(1, (99, 1), "odd".into(), Storage::staging_key("oom", 99, 1), "w", ""),
         spec_json: "{not json".into(),
         roots: Ok(roots.clone()),
     });

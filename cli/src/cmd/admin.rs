@@ -362,8 +362,15 @@ pub fn resubmit(args: ResubmitArgs) -> anyhow::Result<()> {
     };
     runtime()?.block_on(async {
         let mut client = connect(&args.connection).await?;
-        let request =
-            pb::ResubmitRequest { run: args.run.clone(), failed: args.failed, shards: args.shard.clone(), spec_toml, spec_path, files, job_ids: args.job.clone() };
+        let request = pb::ResubmitRequest {
+            run: args.run.clone(),
+            failed: args.failed,
+            shards: args.shard.clone(),
+            spec_toml,
+            spec_path,
+            files,
+            job_ids: args.job.clone(),
+        };
         let answer = client.resubmit(request).await.map_err(refused)?.into_inner();
         if args.json {
             println!("{}", json!({"run": args.run, "requeued": answer.requeued, "unresolved": answer.unresolved}));

@@ -13,6 +13,13 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
+impl Args {
+    /// The config file, for the settings read before it is loaded in full (trace export).
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -62,10 +62,13 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Serve the dashboard, API and metrics on this address (default 127.0.0.1:7172) while the
-    /// run goes and after it ends, until Ctrl-C; sign in with the token in
+    /// run goes, and on a terminal after it ends until Ctrl-C; sign in with the token in
     /// `<state-dir>/dashboard.token`.
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:7172", value_name = "ADDR")]
     dashboard: Option<String>,
+    /// Keep serving the dashboard after the run until Ctrl-C even when not on a terminal.
+    #[arg(long, requires = "dashboard")]
+    keep_dashboard: bool,
 }
 
 /// What every worker thread shares.
@@ -183,11 +186,12 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     };
     let result = drive(&args, &spec, &dataset, store, run_id, input, output, scenes, pipelines, bundle_ref, progress, &shutdown, dashboard.as_ref()).await;
     if let Some(dashboard) = dashboard {
-        match &result {
-            Ok(()) => eprintln!("run {} finished; the dashboard stays up at {} until Ctrl-C", spec.run.name, dashboard.url),
-            Err(e) => eprintln!("error: {e:#}\nthe dashboard stays up at {} until Ctrl-C", dashboard.url),
-        }
-        if !shutdown.is_draining() {
+        let linger = args.keep_dashboard || std::io::IsTerminal::is_terminal(&std::io::stdin());
+        if linger && !shutdown.is_draining() {
+            match &result {
+                Ok(()) => eprintln!("run {} finished; the dashboard stays up at {} until Ctrl-C", spec.run.name, dashboard.url),
+                Err(e) => eprintln!("error: {e:#}\nthe dashboard stays up at {} until Ctrl-C", dashboard.url),
+            }
             shutdown.draining().await;
         }
         dashboard.stop().await;
@@ -222,7 +226,7 @@ async fn drive(
         run_id,
         bundle: bundle_ref,
         execution_provider: args.ep.clone(),
-        policy: retry_policy(&spec),
+        policy: retry_policy(spec),
         progress: progress.clone(),
     };
     let ticker = progress.clone().start();

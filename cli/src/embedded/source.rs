@@ -89,12 +89,14 @@ impl JobSource for StoreSource {
         Ok(leased
             .into_iter()
             .map(|lease| LeasedJob {
-                job: Job {
-                    run: lease.run.0,
-                    key: (lease.job.0, lease.attempt.0),
-                    staging_key: Storage::staging_key(&shared.run_name, lease.job.0, lease.attempt.0),
-                    sample_id: lease.sample_id,
-                },
+                job: Job::new(
+                    lease.run.0,
+                    (lease.job.0, lease.attempt.0),
+                    lease.sample_id,
+                    Storage::staging_key(&shared.run_name, lease.job.0, lease.attempt.0),
+                    &self.worker,
+                    "",
+                ),
                 spec_json: lease.spec,
                 roots: Ok(self.roots.clone()),
             })

@@ -442,7 +442,8 @@ pub async fn jobs<S: Store>(
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
     responses((status = 200, body = JobDetail), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
 pub async fn job<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader, Path(id): Path<String>) -> Result<Json<JobDetail>, ApiError> {
-    let id: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("`{id}` is not a job id; job ids are whole numbers, as the jobs listing shows them")))?;
+    let id: i64 =
+        id.parse().map_err(|_| ApiError::bad_request(format!("`{id}` is not a job id; job ids are whole numbers, as the jobs listing shows them")))?;
     let store = coordinator.store();
     let record = store.job_records(&[JobId(id)]).await.map_err(ApiError::from_store)?.into_iter().next();
     let record = record.ok_or_else(|| ApiError::not_found(format!("there is no job {id}; find jobs with /api/v1/runs/RUN/jobs")))?;
@@ -498,7 +499,12 @@ pub(super) async fn worker_list<S: Store>(coordinator: &Coordinator<S>) -> Resul
     }
     let describe = |list: Vec<&crate::quarantine::Quarantined>| -> Vec<WorkerQuarantine> {
         list.into_iter()
-            .map(|q| WorkerQuarantine { run: run_names.get(&q.run).cloned().unwrap_or_default(), since: q.since.to_rfc3339(), failures: q.failures, errors: q.errors.clone() })
+            .map(|q| WorkerQuarantine {
+                run: run_names.get(&q.run).cloned().unwrap_or_default(),
+                since: q.since.to_rfc3339(),
+                failures: q.failures,
+                errors: q.errors.clone(),
+            })
             .collect()
     };
     let mut workers: Vec<Worker> = Vec::with_capacity(live.len());

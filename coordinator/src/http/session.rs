@@ -176,7 +176,9 @@ fn authorize<S: Store>(coordinator: &Coordinator<S>, parts: &Parts, role: Role) 
     // A cookie rides along on any request the browser sends, so a change must prove it comes
     // from this dashboard's own page.
     if parts.method != Method::GET && parts.method != Method::HEAD && same_origin(&parts.headers, tls).is_none() {
-        return Err(ApiError::forbidden("a change made with a session cookie must carry this coordinator's Origin; use the dashboard, or a bearer token from scripts"));
+        return Err(ApiError::forbidden(
+            "a change made with a session cookie must carry this coordinator's Origin; use the dashboard, or a bearer token from scripts",
+        ));
     }
     Ok(Via::Cookie)
 }
@@ -239,7 +241,8 @@ fn set_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
 pub async fn sign_in<S: Store>(State(coordinator): State<Coordinator<S>>, headers: HeaderMap, body: super::Body<SignIn>) -> Response {
     let tls = coordinator.server_tls().is_some();
     if same_origin(&headers, tls) == Some(false) {
-        return ApiError::forbidden("the sign-in came from another site's page (its Origin is not this coordinator); open the dashboard itself").into_response();
+        return ApiError::forbidden("the sign-in came from another site's page (its Origin is not this coordinator); open the dashboard itself")
+            .into_response();
     }
     let (token_digest, role) = match coordinator.tokens().session_role(body.0.token.trim().as_bytes()) {
         Ok(found) => found,

@@ -149,7 +149,8 @@ impl Hub {
             frames.push(("runs", None, json(&serde_json::json!({ "runs": changed }))));
         }
         for (name, list) in &shards {
-            let moved: Vec<&Shard> = list.iter().filter(|shard| latest.shard_keys.get(&(name.clone(), shard.key.clone())) != Some(&json(&shard.counts))).collect();
+            let moved: Vec<&Shard> =
+                list.iter().filter(|shard| latest.shard_keys.get(&(name.clone(), shard.key.clone())) != Some(&json(&shard.counts))).collect();
             if !moved.is_empty() {
                 frames.push(("shards", Some(name.clone()), json(&serde_json::json!({ "run": name, "shards": moved }))));
             }
@@ -224,9 +225,8 @@ pub async fn events<S: Store>(
         let latest = hub.latest.lock().await;
         let missed: Option<Vec<Event>> = resume.and_then(|after| {
             let oldest = latest.recent.front().map_or(latest.id + 1, |frame| frame.id);
-            (after + 1 >= oldest && after <= latest.id).then(|| {
-                latest.recent.iter().filter(|frame| frame.id > after && wanted(frame, run.as_deref())).map(|frame| frame_event(frame)).collect()
-            })
+            (after + 1 >= oldest && after <= latest.id)
+                .then(|| latest.recent.iter().filter(|frame| frame.id > after && wanted(frame, run.as_deref())).map(|frame| frame_event(frame)).collect())
         });
         (missed.unwrap_or_else(|| vec![Hub::snapshot(&latest, run.as_deref())]), latest.id)
     };

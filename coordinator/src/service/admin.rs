@@ -78,8 +78,10 @@ impl<S: Store> AdminService<S> {
     pub(crate) async fn run_status(&self, info: &RunInfo, failures_limit: u32) -> Result<pb::RunStatus, Status> {
         let store = &self.0.inner.store;
         let status = store.run_status(info.id).await.map_err(store_status)?;
-        let failed =
-            store.run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), limit: Some(failures_limit), ..JobFilter::default() }).await.map_err(store_status)?;
+        let failed = store
+            .run_jobs(info.id, &JobFilter { state: Some(JobState::Failed), limit: Some(failures_limit), ..JobFilter::default() })
+            .await
+            .map_err(store_status)?;
         let quarantined = store.quarantined_workers(Some(info.id)).await.map_err(store_status)?;
         let context = self.0.run_context(info.id).await.ok();
         let output_url = context.as_ref().map(|run| run.output_url.clone()).unwrap_or_default();
@@ -254,13 +256,17 @@ impl<S: Store> Admin for AdminService<S> {
             }
         }
         let failed = if request.job_ids.is_empty() {
-            let filter = JobFilter { state: Some(JobState::Failed), shard_keys: (!request.shards.is_empty()).then(|| request.shards.clone()), ..JobFilter::default() };
+            let filter =
+                JobFilter { state: Some(JobState::Failed), shard_keys: (!request.shards.is_empty()).then(|| request.shards.clone()), ..JobFilter::default() };
             store.run_jobs(info.id, &filter).await.map_err(store_status)?
         } else {
             let ids: Vec<JobId> = request.job_ids.iter().map(|id| JobId(*id)).collect();
             let found = store.job_records(&ids).await.map_err(store_status)?;
             if let Some(missing) = ids.iter().find(|id| !found.iter().any(|job| job.job == **id && job.run == info.id)) {
-                return Err(Status::not_found(format!("run `{}` has no job {missing}; list its jobs with the API's /api/v1/runs/{}/jobs", info.name, info.name)));
+                return Err(Status::not_found(format!(
+                    "run `{}` has no job {missing}; list its jobs with the API's /api/v1/runs/{}/jobs",
+                    info.name, info.name
+                )));
             }
             // Only failed jobs are queued again; the others are left as they are.
             found.into_iter().filter(|job| job.state == JobState::Failed).collect()
@@ -357,7 +363,8 @@ impl<S: Store> Admin for AdminService<S> {
             return Err(Status::not_found(format!("run `{}` has no job {missing}; list its jobs with the API's /api/v1/runs/{}/jobs", info.name, info.name)));
         }
         let spec = parse_spec(&info.spec, &format!("<stored spec of run {}>", info.name))?;
-        let grammar = spec.grammar().map_err(|e| Status::failed_precondition(format!("the stored spec of run {} has a bad sample-id grammar ({e})", info.name)))?;
+        let grammar =
+            spec.grammar().map_err(|e| Status::failed_precondition(format!("the stored spec of run {} has a bad sample-id grammar ({e})", info.name)))?;
         let mut regenerations = Vec::new();
         for record in &records {
             if !matches!(record.state, JobState::Failed | JobState::Succeeded) {

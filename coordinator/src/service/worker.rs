@@ -172,6 +172,10 @@ impl<S: Store> Worker for WorkerService<S> {
                     run
                 }
             };
+            // Each job's trace starts here (linked to this lease call), so it runs on through the
+            // worker's stages and back to the commit.
+            let trace = tracing::info_span!(parent: None, "lease", run = job.run.0, job = job.job.0, attempt = job.attempt.0, worker = %request.worker_id);
+            trace.follows_from(tracing::Span::current());
             jobs.push(pb::LeasedJob {
                 job_id: job.job.0,
                 run_id: job.run.0,
@@ -180,6 +184,7 @@ impl<S: Store> Worker for WorkerService<S> {
                 lease_expires_unix_ms: unix_ms(job.lease_expires_at),
                 sample_id: job.sample_id,
                 spec_json: job.spec,
+                traceparent: acufarm_proto::trace::traceparent(&trace),
             });
         }
         for (run, count) in runs.values() {
@@ -264,6 +269,18 @@ impl<S: Store> Worker for WorkerService<S> {
             commit_failures.push((run, FailureRequest { job, attempt, class: refused.0, message: refused.1, detail: None }));
         }
 
+        // Each job's commit joins the job's trace (its context came with the completion); the
+        // spans stay open until the completions are recorded.
+        let commit_spans: Vec<tracing::Span> = to_commit
+            .values()
+            .flat_map(|(_, jobs)| jobs.iter())
+            .map(|(index, _)| {
+                let completion = &request.completions[*index];
+                let span = tracing::info_span!(parent: None, "commit", job = completion.job_id, attempt = completion.attempt, worker = %worker);
+                acufarm_proto::trace::set_parent(&span, &completion.traceparent);
+                span
+            })
+            .collect();
         // Move every staged object of a run in one storage batch, then record the accepted ones.
         let mut requests = Vec::new();
         let mut accepted_at = Vec::new();
@@ -317,6 +334,7 @@ impl<S: Store> Worker for WorkerService<S> {
         }
 
         let reports = if requests.is_empty() { Vec::new() } else { self.0.inner.store.complete(&requests, Utc::now()).await.map_err(store_status)? };
+        drop(commit_spans);
         let mut succeeded: HashMap<RunId, usize> = HashMap::new();
         for ((index, run), report) in accepted_at.iter().zip(reports) {
             let (kind, detail) = match report.outcome {
@@ -366,18 +384,31 @@ impl<S: Store> Worker for WorkerService<S> {
         let records: HashMap<JobId, JobRecord> = self.0.inner.store.job_records(&ids).await.map_err(store_status)?.into_iter().map(|r| (r.job, r)).collect();
         let mut answers: Vec<Option<pb::ReportOutcome>> = vec![None; request.failures.len()];
         let mut by_run: HashMap<RunId, Vec<(usize, FailureRequest)>> = HashMap::new();
+        // Each failure is recorded in its job's trace.
+        let _recorded: Vec<tracing::Span> = request
+            .failures
+            .iter()
+            .map(|failure| {
+                let span = tracing::info_span!(parent: None, "record_failure", job = failure.job_id, attempt = failure.attempt, worker = %worker);
+                acufarm_proto::trace::set_parent(&span, &failure.traceparent);
+                span
+            })
+            .collect();
         for (index, failure) in request.failures.iter().enumerate() {
             let (job, attempt) = (JobId(failure.job_id), Attempt(failure.attempt));
             let class = acufarm_proto::failure_class(failure.class).map_err(|e| Status::invalid_argument(format!("{e}; send retryable, permanent or qa")))?;
             match records.get(&job) {
                 Some(record) if record.held_by(attempt, worker) => {
-                    by_run.entry(record.run).or_default().push((index, FailureRequest {
-                        job,
-                        attempt,
-                        class,
-                        message: failure.message.clone(),
-                        detail: Some(failure.detail_json.clone()).filter(|detail| !detail.is_empty() && detail.len() <= MAX_DETAIL),
-                    }));
+                    by_run.entry(record.run).or_default().push((
+                        index,
+                        FailureRequest {
+                            job,
+                            attempt,
+                            class,
+                            message: failure.message.clone(),
+                            detail: Some(failure.detail_json.clone()).filter(|detail| !detail.is_empty() && detail.len() <= MAX_DETAIL),
+                        },
+                    ));
                 }
                 record => answers[index] = Some(outcome(pb::Outcome::Stale, job, attempt, stale_detail(record, attempt, worker))),
             }

@@ -372,7 +372,12 @@ pub struct JobFilter {
 /// The newest-first form of a jobs listing's SQL (the same text with the order and the keyset
 /// bound turned around).
 pub(crate) fn newest_first(sql: &str) -> String {
-    sql.replace("jobs.id > $7", "jobs.id < $7").replace("ORDER BY jobs.id", "ORDER BY jobs.id DESC")
+    let turned = sql
+        .replace("jobs.id > COALESCE($7", "jobs.id < COALESCE($7")
+        .replace(", -1)", ", 9223372036854775807)")
+        .replace("ORDER BY jobs.id", "ORDER BY jobs.id DESC");
+    debug_assert!(turned.contains("ORDER BY jobs.id DESC") && turned.contains("9223372036854775807"), "the jobs listing's SQL changed shape");
+    turned
 }
 
 /// Everything the coordinator asks of its database. Time is always passed in (`now`), so tests

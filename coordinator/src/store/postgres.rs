@@ -3,13 +3,13 @@
 //! operations lock their rows in id order, decide with [`crate::state`] and write back with one
 //! `unnest` update.
 
+use super::history::{self, AttemptRecord};
 use super::{CompletionReport, CompletionRequest, FailureReport, FailureRequest, ReapedJob, Resubmission, ResubmitReport};
 use super::{
     JobAttempt, JobFilter, JobRecord, JobWrite, LeaseRequest, LeasedJob, NewRun, Result, RunAction, RunInfo, RunState, RunStatus, Store, SucceededStream,
     chrono_duration, column, parse_failure_class, parse_job_state, plan_complete, plan_fail, plan_reap, plan_resubmit, run_transition, shard_statuses,
     succeeded_from_row, validate_new_run,
 };
-use super::history::{self, AttemptRecord};
 use super::{ManifestClaim, ManifestCounts, RESET_STREAK, manifest_claim_from, parse_errors, quarantined};
 use crate::error::{StoreError, redact_url};
 use crate::quarantine::{self, Outcomes, Quarantined, Streak};
@@ -41,7 +41,8 @@ static RUN_JOBS_NEWEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 const RUN_JOBS: &str = include_str!("sql/postgres/run_jobs.sql");
 const CLAIM_MANIFEST: &str = include_str!("sql/postgres/claim_manifest.sql");
 const RECORD_ATTEMPTS: &str = include_str!("sql/postgres/record_attempts.sql");
-const ATTEMPTS: &str = "SELECT attempt, worker, ended_at, outcome, failure_class, message, detail::text AS detail FROM job_attempts WHERE job_id = $1 ORDER BY attempt";
+const ATTEMPTS: &str =
+    "SELECT attempt, worker, ended_at, outcome, failure_class, message, detail::text AS detail FROM job_attempts WHERE job_id = $1 ORDER BY attempt";
 const RUN_COLUMNS: &str = "id, name, spec, priority, bundle_sha256, max_lost, state, created_at";
 
 #[derive(Debug, Clone)]
@@ -409,7 +410,8 @@ impl Store for PgStore {
         for row in &count_rows {
             let shard = ShardId(column(row, "shard_id")?);
             let state = parse_job_state(&column::<_, String>(row, "state")?)?;
-            let jobs = u64::try_from(column::<_, i64>(row, "jobs")?).map_err(|_| StoreError::Corrupt { detail: format!("the state counters of run {run} add up to a negative number") })?;
+            let jobs = u64::try_from(column::<_, i64>(row, "jobs")?)
+                .map_err(|_| StoreError::Corrupt { detail: format!("the state counters of run {run} add up to a negative number") })?;
             total.add(state, jobs);
             counts.push((shard, state, jobs));
             last_change = last_change.max(column::<_, Option<DateTime<Utc>>>(row, "last_change")?);

@@ -395,7 +395,8 @@ impl Store for SqliteStore {
         for row in &count_rows {
             let shard = ShardId(column(row, "shard_id")?);
             let state = parse_job_state(&column::<_, String>(row, "state")?)?;
-            let jobs = u64::try_from(column::<_, i64>(row, "jobs")?).map_err(|_| StoreError::Corrupt { detail: format!("the state counters of run {run} add up to a negative number") })?;
+            let jobs = u64::try_from(column::<_, i64>(row, "jobs")?)
+                .map_err(|_| StoreError::Corrupt { detail: format!("the state counters of run {run} add up to a negative number") })?;
             total.add(state, jobs);
             counts.push((shard, state, jobs));
             if let Some(at) = column::<_, Option<String>>(row, "last_change")? {

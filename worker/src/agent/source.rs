@@ -107,7 +107,7 @@ impl JobSource for GrpcSource {
                     }),
                 };
                 LeasedJob {
-                    job: Job { run: leased.run_id, key: (leased.job_id, leased.attempt), sample_id: leased.sample_id, staging_key: leased.staging_key },
+                    job: Job::new(leased.run_id, (leased.job_id, leased.attempt), leased.sample_id, leased.staging_key, &self.name, &leased.traceparent),
                     spec_json: leased.spec_json,
                     roots,
                 }
@@ -151,13 +151,17 @@ impl JobSource for GrpcSource {
     }
 
     async fn complete(&self, jobs: Vec<(Job, Staged)>) -> Result<(), AgentError> {
+        // One span per job for the report, in the job's trace; the coordinator's commit joins it.
+        let spans: Vec<tracing::Span> = jobs.iter().map(|(job, _)| job.span("complete")).collect();
         let request = CompleteRequest {
             worker_id: String::new(),
             bundle_name: self.bundle_name.clone(),
             worker_name: self.name.clone(),
             completions: jobs
                 .iter()
-                .map(|(job, staged)| Completion {
+                .zip(&spans)
+                .map(|((job, staged), span)| Completion {
+                    traceparent: acufarm_proto::trace::traceparent(span),
                     job_id: job.key.0,
                     attempt: job.key.1,
                     staging_key: staged.staging_key.clone(),
@@ -180,12 +184,15 @@ impl JobSource for GrpcSource {
     }
 
     async fn fail(&self, jobs: Vec<(Job, JobError)>) -> Result<(), AgentError> {
+        let spans: Vec<tracing::Span> = jobs.iter().map(|(job, _)| job.span("report_failure")).collect();
         let request = FailRequest {
             worker_id: String::new(),
             worker_name: self.name.clone(),
             failures: jobs
                 .iter()
-                .map(|(job, e)| JobFailure {
+                .zip(&spans)
+                .map(|((job, e), span)| JobFailure {
+                    traceparent: acufarm_proto::trace::traceparent(span),
                     job_id: job.key.0,
                     attempt: job.key.1,
                     class: acufarm_proto::FailureClass::from(e.class) as i32,

@@ -50,13 +50,24 @@ pub struct Job {
     pub sample_id: String,
     /// Where its output is uploaded before `complete`.
     pub staging_key: String,
+    /// The job's own span, which every step's hangs under: its fields (worker, run, job,
+    /// attempt, sample) are on every log line of the job, and with trace export it continues the
+    /// trace the coordinator's lease started.
+    pub trace: tracing::Span,
 }
 
 impl Job {
-    /// A span for one step of this job; its fields (with the enclosing `worker` span's) are on
-    /// every log line and trace of the step.
+    /// A job leased by `worker`; `traceparent` is the lease's trace context (empty for none).
+    pub fn new(run: i64, key: JobKey, sample_id: String, staging_key: String, worker: &str, traceparent: &str) -> Self {
+        let trace = tracing::info_span!(parent: None, "job", worker = %worker, run, job = key.0, attempt = key.1, sample = %sample_id);
+        acufarm_proto::trace::set_parent(&trace, traceparent);
+        Self { run, key, sample_id, staging_key, trace }
+    }
+
+    /// A span for one step of this job (`download`, `upload`, `complete`, `fail`), named after it
+    /// in traces.
     pub fn span(&self, step: &'static str) -> tracing::Span {
-        tracing::info_span!("job", step, run = self.run, job = self.key.0, attempt = self.key.1, sample = %self.sample_id)
+        tracing::info_span!(parent: &self.trace, "step", step, otel.name = step)
     }
 }
 
@@ -240,7 +251,7 @@ impl Fetcher {
         let started = Instant::now();
         let mut batch = Batch::default();
         for LeasedJob { job, spec_json, roots } in leased {
-            let span = job.span("fetch");
+            let span = job.span("download");
             match tracing::Instrument::instrument(self.prepare_one(&spec_json, &job.sample_id, roots), span).await {
                 Ok((spec, fetched, params, output)) => batch.ready.push(Ready { job, spec, fetched, params, output }),
                 Err(e) => batch.failures.push((job, e)),
@@ -275,8 +286,7 @@ impl Fetcher {
 /// Reads a leased job's spec: a `JobSpec`, or `{"error": …}` for an image the coordinator could
 /// not resolve, which fails permanently with that reason.
 pub fn parse_spec(spec_json: &str, sample_id: &str) -> Result<JobSpec, JobError> {
-    let unreadable =
-        |e: serde_json::Error| JobError::new(FailureClass::Permanent, format!("job spec of {sample_id} cannot be read ({e}); resubmit the run"));
+    let unreadable = |e: serde_json::Error| JobError::new(FailureClass::Permanent, format!("job spec of {sample_id} cannot be read ({e}); resubmit the run"));
     let value: serde_json::Value = serde_json::from_str(spec_json).map_err(unreadable)?;
     if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
         return Err(JobError::new(FailureClass::Permanent, error.to_string()));

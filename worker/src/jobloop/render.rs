@@ -23,6 +23,28 @@ impl Render for Pipeline {
     }
 }
 
+/// Records each job's render stages in its trace: the call's encode, sample and decode (the graph
+/// seconds of the whole call, laid one after another from its start, since the images of a batch
+/// go through each graph together) and the job's own QA check after them.
+fn record_stages(call: &[Ready], rendered: &RenderedBatch, started_at: std::time::SystemTime) {
+    let n = call.len().max(1) as f64;
+    let t = rendered.timing;
+    let at = |seconds: f64| started_at + std::time::Duration::from_secs_f64(seconds.max(0.0));
+    let stages = [("encode", t.encode_seconds * n), ("sample", t.sample_seconds * n), ("decode", t.decode_seconds * n)];
+    for (i, ready) in call.iter().enumerate() {
+        let mut from = 0.0;
+        for (name, seconds) in stages {
+            acufarm_proto::trace::record_child(&ready.job.trace, name, at(from), at(from + seconds));
+            from += seconds;
+        }
+        if let Some(Ok(checked)) = rendered.qa.get(i)
+            && checked.seconds > 0.0
+        {
+            acufarm_proto::trace::record_child(&ready.job.trace, "qa", at(from), at(from + checked.seconds));
+        }
+    }
+}
+
 /// Owns the renderer between calls.
 pub(super) struct Renderer<R> {
     /// `None` only while a call runs on the blocking thread.
@@ -72,20 +94,20 @@ impl<R: Render> Renderer<R> {
             let size = call.len();
             let jobs: Vec<i64> = call.iter().map(|r| r.job.key.0).collect();
             let span = tracing::info_span!("render", images = size, jobs = ?jobs);
+            let started_at = std::time::SystemTime::now();
             let (call, result) = tracing::Instrument::instrument(self.render(params, call), span).await.map_err(S::Error::from)?;
             let error = match result {
                 Ok(rendered) => {
+                    record_stages(&call, &rendered, started_at);
                     let mut images = rendered.images.iter().zip(rendered.qa);
                     for ready in call {
                         let outcome = match images.next() {
                             Some((image, Ok(qa))) => {
                                 let stage = executor::stage(&ready.spec, &ready.fetched, image, rendered.timing, qa, &ready.job.staging_key, &ready.output);
-                                tracing::Instrument::instrument(stage, ready.job.span("stage")).await
+                                tracing::Instrument::instrument(stage, ready.job.span("upload")).await
                             }
                             Some((_, Err(qa_failure))) => Err(qa_failure),
-                            None => {
-                                Err(JobError::new(FailureClass::Retryable, format!("the pipeline returned no image for {}", ready.job.sample_id)))
-                            }
+                            None => Err(JobError::new(FailureClass::Retryable, format!("the pipeline returned no image for {}", ready.job.sample_id))),
                         };
                         match outcome {
                             Ok(staged) => completions.push((ready.job, staged)),

@@ -1,7 +1,8 @@
 -- Jobs of run $1 passing the filter, in id order after $7 (keyset pagination; NULL: from the
 -- start), at most $4 (NULL: all). Filters, each NULL for "any": state $2, shard keys $3 (an array),
 -- worker name $5, failure class $6, sample-id prefix $8. The failed-jobs listing walks the
--- partial index jobs_failed_by_run; the others walk the primary key from the cursor.
+-- partial index jobs_failed_by_run; the others walk the primary key from the cursor (a plain
+-- bound, not `$7 IS NULL OR …`, so even a generic plan starts the walk at the cursor).
 SELECT jobs.id, jobs.run_id, shards.key AS shard_key, jobs.sample_id, jobs.state, jobs.attempt, jobs.leased_by,
        job_specs.spec::text AS spec, jobs.failure_class, jobs.last_error, jobs.worker, jobs.result::text AS result, jobs.updated_at
 FROM jobs
@@ -12,7 +13,7 @@ WHERE jobs.run_id = $1
   AND ($3::text[] IS NULL OR shards.key = ANY($3))
   AND ($5::text IS NULL OR jobs.worker = $5)
   AND ($6::text IS NULL OR jobs.failure_class = $6)
-  AND ($7::bigint IS NULL OR jobs.id > $7)
+  AND jobs.id > COALESCE($7::bigint, -1)
   AND ($8::text IS NULL OR left(jobs.sample_id, length($8)) = $8)
 ORDER BY jobs.id
 LIMIT $4

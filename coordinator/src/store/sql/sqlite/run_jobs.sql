@@ -10,7 +10,7 @@ WHERE jobs.run_id = $1
   AND ($3 IS NULL OR shards.key IN (SELECT value FROM json_each($3)))
   AND ($5 IS NULL OR jobs.worker = $5)
   AND ($6 IS NULL OR jobs.failure_class = $6)
-  AND ($7 IS NULL OR jobs.id > $7)
+  AND jobs.id > COALESCE($7, -1)
   AND ($8 IS NULL OR substr(jobs.sample_id, 1, length($8)) = $8)
 ORDER BY jobs.id
 LIMIT $4
