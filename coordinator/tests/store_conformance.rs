@@ -731,6 +731,21 @@ async fn job_listing_filters_by_worker_class_and_prefix_and_pages_by_id<S: Store
     }
     assert_eq!(paged, all);
     assert_eq!(all.len(), 6);
+
+    // Newest first, each page before the last id of the one before: the same jobs reversed.
+    let mut reversed = Vec::new();
+    let mut before = None;
+    loop {
+        let page = list(JobFilter { after: before, limit: Some(4), newest_first: true, ..JobFilter::default() }).await;
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().copied();
+        reversed.extend(page);
+    }
+    assert_eq!(reversed, all.iter().rev().copied().collect::<Vec<_>>());
+    let failed_newest = list(JobFilter { state: Some(JobState::Failed), newest_first: true, ..JobFilter::default() }).await;
+    assert_eq!(failed_newest, [by_w2[0].job, by_w1[1].job], "filters apply newest first too");
 }
 
 async fn failed_and_lost_attempts_are_kept_with_their_worker_and_detail<S: Store>(store: S) {

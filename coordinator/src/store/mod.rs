@@ -373,10 +373,13 @@ pub struct JobFilter {
 /// bound turned around).
 pub(crate) fn newest_first(sql: &str) -> String {
     let turned = sql
-        .replace("jobs.id > COALESCE($7", "jobs.id < COALESCE($7")
+        .replace("> COALESCE($7", "< COALESCE($7")
         .replace(", -1)", ", 9223372036854775807)")
         .replace("ORDER BY jobs.id", "ORDER BY jobs.id DESC");
-    debug_assert!(turned.contains("ORDER BY jobs.id DESC") && turned.contains("9223372036854775807"), "the jobs listing's SQL changed shape");
+    debug_assert!(
+        turned.contains("ORDER BY jobs.id DESC") && turned.contains("9223372036854775807") && !turned.contains("> COALESCE($7"),
+        "the jobs listing's SQL changed shape"
+    );
     turned
 }
 
