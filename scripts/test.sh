@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (scripts/setup.sh dev), checks formatting and
 # lints, then runs the Rust suite (unit + end-to-end through the real binary, property tests), the
+# dashboard's browser tests (headless Chromium), the
 # Python reference suites (exporter checks, sampler parity against k-diffusion, schedule vectors,
 # tokenizer ids), the landmark-drift agreement with MediaPipe and a bounded fuzzing pass. Each
 # stage prints how long it took; a table of all stages closes the run.
@@ -32,7 +33,10 @@ stage setup scripts/setup.sh dev
 stage fmt cargo fmt --all --check
 stage build cargo build --workspace --all-targets --locked
 stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
-stage rust-tests cargo nextest run --workspace --locked --no-fail-fast
+stage rust-tests cargo nextest run --workspace --locked --no-fail-fast -E 'not binary(browser)'
+# The dashboard in headless Chromium (WebDriver), through the real binary; screenshots land in
+# target/screenshots/.
+stage browser cargo nextest run --workspace --locked --no-fail-fast -E 'binary(browser)'
 stage python-reference env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/py/bin/python" -m pytest -q -p no:cacheprovider models/tests tests/reference
 # The Rust Face Mesh against mediapipe 0.10.21 itself (its own venv: it needs numpy < 2).
 stage python-drift env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/mediapipe/bin/python" -m pytest -q -p no:cacheprovider tests/drift
