@@ -120,6 +120,7 @@ async fn measure(args: &Args, db: &str) -> anyhow::Result<()> {
             bundle_sha256: "b".repeat(64),
             execution_providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()],
             gpu: "NVIDIA H100 80GB HBM3".into(),
+            gpu_memory_bytes: 80 << 30,
             last_seen_unix_ms: chrono::Utc::now().timestamp_millis(),
             jobs_held: (w % 3) as u32,
         };

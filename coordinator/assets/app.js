@@ -455,14 +455,15 @@ async function workersPage() {
   const render = () => {
     const list = live.workers || { workers: [], presence: false };
     const rows = list.workers.map((w) => h("tr", { "data-worker": w.name },
-      h("td", {}, w.name), h("td", {}, pill(w.state)), h("td", {}, w.hostname || "–"), h("td", {}, w.gpu || "–"), h("td", {}, (w.execution_providers || []).join(", ")),
+      h("td", {}, w.name), h("td", {}, pill(w.state)), h("td", {}, w.hostname || "–"), h("td", {}, w.gpu || "–"), h("td", { class: "num" }, w.gpu_memory_bytes ? `${fmt(w.gpu_memory_bytes / 2 ** 30, 0)} GiB` : "–"),
+      h("td", {}, (w.execution_providers || []).join(", ")),
       h("td", {}, w.bundle_name || "–"), h("td", { class: "num" }, w.jobs_held), h("td", { class: "num" }, fmt(w.images_per_second, 2)), h("td", {}, when(w.last_heartbeat)),
       h("td", {}, w.quarantine.map((q) => h("div", {}, `${q.run}: ${q.failures} failures — ${q.errors.join("; ")} `,
         operator() ? h("button", { "data-release": w.name, onclick: () => act(`release ${w.name}`, () => api(`/api/v1/workers/${enc(w.name)}/release`, { method: "POST", body: { run: q.run } })) }, "Release") : null)))));
     show(h("h1", {}, "Workers"),
       list.presence ? null : h("div", { class: "notice" }, "Live presence (Redis) is not reachable from this coordinator: only quarantined workers are listed."),
-      h("table", { id: "workers" }, h("thead", {}, h("tr", {}, ["Name", "State", "Host", "GPU", "Providers", "Bundle", "Jobs", "Images/s", "Last heartbeat", "Quarantine"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No workers seen.")))));
+      h("table", { id: "workers" }, h("thead", {}, h("tr", {}, ["Name", "State", "Host", "GPU", "Memory", "Providers", "Bundle", "Jobs", "Images/s", "Last heartbeat", "Quarantine"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 11, class: "muted" }, "No workers seen.")))));
   };
   try { live.workers = await api("/api/v1/workers"); } catch (error) { show(failure(error)); return; }
   view = { refresh: (kind) => { if (kind === "workers" || kind === "snapshot") render(); } };

@@ -26,6 +26,9 @@ pub struct Presence {
     pub bundle_sha256: String,
     pub execution_providers: Vec<String>,
     pub gpu: String,
+    /// The accelerator's memory (0 on CPU nodes, and for presence written before it was kept).
+    #[serde(default)]
+    pub gpu_memory_bytes: u64,
     pub last_seen_unix_ms: i64,
     pub jobs_held: u32,
 }

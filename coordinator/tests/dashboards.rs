@@ -55,6 +55,7 @@ async fn the_grafana_dashboard_queries_only_exported_series() {
         bundle_sha256: "b".repeat(64),
         execution_providers: vec!["cpu".into()],
         gpu: String::new(),
+        gpu_memory_bytes: 80 << 30,
         last_seen_unix_ms: 0,
         jobs_held: 1,
     }];

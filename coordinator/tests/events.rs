@@ -21,6 +21,7 @@ fn presence(id: &str) -> Presence {
         bundle_sha256: "ab".repeat(32),
         execution_providers: vec!["cuda".into(), "cpu".into()],
         gpu: "NVIDIA H100".into(),
+        gpu_memory_bytes: 80 << 30,
         last_seen_unix_ms: 1,
         jobs_held: 0,
     }

@@ -119,6 +119,7 @@ impl<S: Store> Worker for WorkerService<S> {
             bundle_sha256: request.bundle_sha256.clone(),
             execution_providers: request.execution_providers.clone(),
             gpu: request.gpu.clone(),
+            gpu_memory_bytes: request.gpu_memory_bytes,
             last_seen_unix_ms: unix_ms(Utc::now()),
             jobs_held: 0,
         };
