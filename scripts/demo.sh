@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 export ACUFARM_HOME=${ACUFARM_HOME:-${HOME:-/root}/.cache/acufarm}
 scripts/setup.sh runtime
 cargo build --release --locked -p acufarm-cli
-# The dashboard is served while the run goes (open the address it prints, sign in with the token in
-# out/.state/dashboard.token); on a terminal it stays up after the run until Ctrl-C.
-echo "demo: watch the run at http://127.0.0.1:${DEMO_DASHBOARD_PORT:-7172}/ (token: out/.state/dashboard.token)"
+# The dashboard is served while the run goes: the run prints its address (sign in with the token
+# in out/.state/dashboard.token); on a terminal it stays up after the run until Ctrl-C.
 target/release/acufarm run examples/acusim.toml --bundle models/tiny/fc --state-dir out/.state --dashboard "127.0.0.1:${DEMO_DASHBOARD_PORT:-7172}"
 target/release/acufarm verify out/acusim-mini-relit
