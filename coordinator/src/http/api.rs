@@ -284,11 +284,22 @@ pub async fn runs<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader
 
 /// Every run's view, oldest first.
 pub(super) async fn run_list<S: Store>(coordinator: &Coordinator<S>) -> Result<Vec<Run>, ApiError> {
+    Ok(runs_with_shards(coordinator).await?.into_iter().map(|(run, _)| run).collect())
+}
+
+/// Every run's view with its shards, oldest first, from one status read per run.
+pub(super) async fn runs_with_shards<S: Store>(coordinator: &Coordinator<S>) -> Result<Vec<(Run, Vec<Shard>)>, ApiError> {
     let admin = AdminService(coordinator.clone());
     let infos = coordinator.store().list_runs().await.map_err(ApiError::from_store)?;
     let mut runs = Vec::with_capacity(infos.len());
     for info in &infos {
-        runs.push(run_view(&admin.run_status(info, 1).await?));
+        let status = admin.run_status(info, 1).await?;
+        let shards = status
+            .shards
+            .iter()
+            .map(|shard| Shard { id: shard.shard_id, key: shard.key.clone(), state: shard.state.clone(), counts: Counts::from(shard.counts) })
+            .collect();
+        runs.push((run_view(&status), shards));
     }
     Ok(runs)
 }
@@ -326,12 +337,7 @@ pub async fn run<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader,
     responses((status = 200, body = ShardList), (status = 404, body = super::ErrorBody)))]
 pub async fn shards<S: Store>(State(coordinator): State<Coordinator<S>>, _: Reader, Path(name): Path<String>) -> Result<Json<ShardList>, ApiError> {
     let info = find_run(&coordinator, &name).await?;
-    Ok(Json(ShardList { shards: shard_list(&coordinator, info.id).await?, run: info.name }))
-}
-
-/// A run's shards, in shard order.
-pub(super) async fn shard_list<S: Store>(coordinator: &Coordinator<S>, run: acufarm_core::RunId) -> Result<Vec<Shard>, ApiError> {
-    let status = coordinator.store().run_status(run).await.map_err(ApiError::from_store)?;
+    let status = coordinator.store().run_status(info.id).await.map_err(ApiError::from_store)?;
     let shards = status
         .shards
         .iter()
@@ -348,7 +354,7 @@ pub(super) async fn shard_list<S: Store>(coordinator: &Coordinator<S>, run: acuf
             },
         })
         .collect();
-    Ok(shards)
+    Ok(Json(ShardList { shards, run: info.name }))
 }
 
 /// The filters of the jobs listing; every one is optional.
@@ -491,7 +497,7 @@ pub(super) async fn worker_list<S: Store>(coordinator: &Coordinator<S>) -> Resul
     let live = if presence { coordinator.live_workers().await } else { Vec::new() };
     let rates = coordinator.metrics().worker_rates();
     let quarantines = store.quarantined_workers(None).await.map_err(ApiError::from_store)?;
-    let mut names = std::collections::HashMap::new();
+    let mut names = std::collections::HashSet::new();
     let quarantine_of = |worker: &str| -> Vec<&crate::quarantine::Quarantined> { quarantines.iter().filter(|q| q.worker == worker).collect() };
     let mut run_names: std::collections::HashMap<acufarm_core::RunId, String> = std::collections::HashMap::new();
     for q in &quarantines {
@@ -511,7 +517,7 @@ pub(super) async fn worker_list<S: Store>(coordinator: &Coordinator<S>) -> Resul
     };
     let mut workers: Vec<Worker> = Vec::with_capacity(live.len());
     for presence in live {
-        names.insert(presence.name.clone(), ());
+        names.insert(presence.name.clone());
         let quarantine = describe(quarantine_of(&presence.name));
         let state = match (quarantine.is_empty(), presence.jobs_held) {
             (false, _) => "quarantined",
@@ -534,8 +540,8 @@ pub(super) async fn worker_list<S: Store>(coordinator: &Coordinator<S>) -> Resul
             jobs_held: presence.jobs_held,
         });
     }
-    let mut gone: Vec<String> = quarantines.iter().map(|q| q.worker.clone()).filter(|name| !names.contains_key(name)).collect();
-    gone.dedup();
+    // Quarantined on some run but no longer live; once each, however many runs quarantined it.
+    let gone: std::collections::BTreeSet<String> = quarantines.iter().map(|q| q.worker.clone()).filter(|name| !names.contains(name)).collect();
     for name in gone {
         workers.push(Worker {
             worker_id: String::new(),

@@ -132,13 +132,6 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
-/// How a caller proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
-    Bearer,
-    Cookie,
-}
-
 /// Whether the request's `Origin` (when it has one) names this server. `tls`: the scheme it
 /// must use.
 fn same_origin(headers: &HeaderMap, tls: bool) -> Option<bool> {
@@ -148,15 +141,16 @@ fn same_origin(headers: &HeaderMap, tls: bool) -> Option<bool> {
     Some(origin.strip_prefix(scheme).is_some_and(|authority| !host.is_empty() && authority.eq_ignore_ascii_case(host)))
 }
 
-/// Checks the caller's token or session for `role`.
-fn authorize<S: Store>(coordinator: &Coordinator<S>, parts: &Parts, role: Role) -> Result<Via, ApiError> {
+/// Checks the caller's token or session for `role`; the session when the caller came with the
+/// cookie (`None` for a bearer token).
+fn authorize<S: Store>(coordinator: &Coordinator<S>, parts: &Parts, role: Role) -> Result<Option<Session>, ApiError> {
     let tls = coordinator.server_tls().is_some();
     if same_origin(&parts.headers, tls) == Some(false) {
         return Err(ApiError::forbidden("the request came from another site's page (its Origin is not this coordinator); open the dashboard itself"));
     }
     if let Some(header) = parts.headers.get(header::AUTHORIZATION) {
         coordinator.tokens().check(Some(header.as_bytes()), role)?;
-        return Ok(Via::Bearer);
+        return Ok(None);
     }
     let Some(value) = cookie(&parts.headers, COOKIE) else {
         return Err(ApiError::unauthenticated(
@@ -180,7 +174,7 @@ fn authorize<S: Store>(coordinator: &Coordinator<S>, parts: &Parts, role: Role) 
             "a change made with a session cookie must carry this coordinator's Origin; use the dashboard, or a bearer token from scripts",
         ));
     }
-    Ok(Via::Cookie)
+    Ok(Some(session))
 }
 
 /// A caller allowed to read (a read-only or operator token, or a session of either).
@@ -263,13 +257,12 @@ pub async fn current<S: Store>(State(coordinator): State<Coordinator<S>>, parts:
         return none("not signed in".into());
     }
     match authorize(&coordinator, &parts, Role::Read) {
-        Ok(_) => {
-            let value = cookie(&parts.headers, COOKIE).unwrap_or_default();
-            match coordinator.session_key().open(value, chrono::Utc::now().timestamp()) {
-                Ok(session) => axum::Json(session_info(&session)).into_response(),
-                Err(_) => none("not signed in".into()),
-            }
-        }
+        Ok(Some(session)) => axum::Json(session_info(&session)).into_response(),
+        // A bearer token came too: report the cookie's session, as a page would see it.
+        Ok(None) => match coordinator.session_key().open(cookie(&parts.headers, COOKIE).unwrap_or_default(), chrono::Utc::now().timestamp()) {
+            Ok(session) => axum::Json(session_info(&session)).into_response(),
+            Err(_) => none("not signed in".into()),
+        },
         Err(error) => none(error.message),
     }
 }

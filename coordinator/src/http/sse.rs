@@ -136,11 +136,14 @@ impl Hub {
 
     /// Reads the farm, sends what changed, and keeps the new views as the snapshot.
     async fn refresh<S: Store>(&self, coordinator: &Coordinator<S>) -> Result<(), ApiError> {
-        let runs = api::run_list(coordinator).await?;
-        let mut shards = HashMap::with_capacity(runs.len());
-        for run in &runs {
-            shards.insert(run.name.clone(), api::shard_list(coordinator, acufarm_core::RunId(run.id)).await?);
-        }
+        let (runs, shards): (Vec<Run>, HashMap<String, Vec<Shard>>) = api::runs_with_shards(coordinator)
+            .await?
+            .into_iter()
+            .map(|(run, shards)| {
+                let name = run.name.clone();
+                (run, (name, shards))
+            })
+            .unzip();
         let workers = api::worker_list(coordinator).await?;
         let mut latest = self.latest.lock().await;
         let mut frames = Vec::new();

@@ -505,6 +505,27 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<RunId>>> + Send;
 }
 
+/// A row of the attempts query (the same columns on both backends); `ended_at` is read by the
+/// caller, as each backend stores times its own way.
+pub(crate) fn attempt_from_row<'r, R>(row: &'r R, ended_at: DateTime<Utc>) -> Result<AttemptRecord>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(AttemptRecord {
+        attempt: Attempt(column(row, "attempt")?),
+        worker: column(row, "worker")?,
+        ended_at,
+        outcome: parse_outcome(&column::<_, String>(row, "outcome")?)?,
+        failure_class: parse_failure_class(column(row, "failure_class")?)?,
+        message: column(row, "message")?,
+        detail: column(row, "detail")?,
+    })
+}
+
 /// Parses an attempt outcome read from the database.
 pub(crate) fn parse_outcome(text: &str) -> Result<AttemptOutcome> {
     AttemptOutcome::parse(text).ok_or_else(|| StoreError::Corrupt { detail: format!("unknown attempt outcome `{text}`") })

@@ -625,19 +625,7 @@ impl Store for PgStore {
 
     async fn attempts(&self, job: JobId) -> Result<Vec<AttemptRecord>> {
         let rows = sqlx::query(ATTEMPTS).bind(job.0).fetch_all(&self.pool).await.map_err(StoreError::db("reading a job's attempts"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(AttemptRecord {
-                    attempt: Attempt(column(row, "attempt")?),
-                    worker: column(row, "worker")?,
-                    ended_at: column(row, "ended_at")?,
-                    outcome: super::parse_outcome(&column::<_, String>(row, "outcome")?)?,
-                    failure_class: parse_failure_class(column(row, "failure_class")?)?,
-                    message: column(row, "message")?,
-                    detail: column(row, "detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| super::attempt_from_row(row, column(row, "ended_at")?)).collect()
     }
 
     async fn release_worker(&self, worker: &str, run: Option<RunId>, now: DateTime<Utc>) -> Result<Vec<RunId>> {
