@@ -42,6 +42,10 @@ enum Command {
     Worker(cmd::worker::Command),
     /// Serve the farm: the gRPC service workers and operators talk to (PostgreSQL + Redis).
     Coordinator(cmd::coordinator::Args),
+    /// Apply the database migrations and exit (the coordinator's initContainer).
+    Migrate(cmd::migrate::Args),
+    /// Make the farm's certificates, tokens and keys (`secrets init --dir DIR`), keeping what exists.
+    Secrets(cmd::secrets::Command),
     /// Submit a run spec to a coordinator.
     Submit(cmd::admin::SubmitArgs),
     /// Show runs, their shards and failures, and the live workers.
@@ -119,6 +123,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Worker(args) => cmd::worker::command(args),
         Command::Coordinator(args) => cmd::coordinator::run(args),
+        Command::Migrate(args) => cmd::migrate::run(args),
+        Command::Secrets(command) => cmd::secrets::command(command),
         Command::Submit(args) => cmd::admin::submit(args),
         Command::Status(args) => cmd::admin::status(args),
         Command::Resubmit(args) => cmd::admin::resubmit(args),

@@ -118,3 +118,45 @@ fn metrics_can_require_the_read_token_while_health_stays_open() {
     assert_eq!(get(&format!("{base}/healthz"), None).0, 200);
     assert_eq!(get(&format!("{base}/readyz"), None).0, 200);
 }
+
+/// `/readyz` follows the database: unready (503, saying so) while PostgreSQL is down and ready
+/// again once it is back; Redis going away is reported as `degraded` while the coordinator stays
+/// ready (Redis is disposable). Real services, stopped and started under the running coordinator.
+#[test]
+fn readiness_follows_postgres_and_only_notes_redis() {
+    let _serial = support::serial();
+    let mut farm = Farm::start(Vec::new(), FAST);
+    let url = format!("{}/readyz", farm.http_url());
+    let ready = || {
+        let (code, body) = get(&url, None);
+        (code, serde_json::from_str::<Value>(&body).unwrap_or(Value::String(body)))
+    };
+    // Polls until `want` holds (each poll is one request the coordinator answers).
+    let wait = |what: &str, want: &dyn Fn(u16, &Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (code, body) = ready();
+            if want(code, &body) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "/readyz never showed {what}; last answer {code} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("ready with everything ok", &|code, body| code == 200 && body["database"] == "ok" && body["redis"] == "ok");
+
+    farm.redis.proc.kill9();
+    let body = wait("Redis degraded", &|code, body| code == 200 && body["redis"] == "degraded");
+    assert_eq!((&body["status"], &body["database"]), (&Value::from("ready"), &Value::from("ok")), "{body}");
+
+    farm.pg.stop();
+    let body = wait("unready without PostgreSQL", &|code, _| code == 503);
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("database")), "the answer names the database: {body}");
+    // Unready is not dead: liveness stays up, so an orchestrator waits instead of restarting it.
+    assert_eq!(get(&format!("{}/healthz", farm.http_url()), None).0, 200);
+
+    farm.pg.start_again();
+    let body = wait("ready again with PostgreSQL back", &|code, body| code == 200 && body["database"] == "ok");
+    assert_eq!(body["redis"], "degraded", "{body}");
+}

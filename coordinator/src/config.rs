@@ -218,6 +218,27 @@ impl Config {
     /// Reads `file` (when given), then applies `ACUFARM_*` overrides from `env`, reads the secrets
     /// named by `*_file` settings, then checks.
     pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Self::sources(file, env)?;
+        config.read_secret_files()?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// What `acufarm migrate` needs: the same sources as [`Config::load`], but only the database
+    /// setting is read and checked (a migration needs no tokens or certificates).
+    pub fn load_database(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Self::sources(file, env)?;
+        if let Some(path) = &config.database_url_file {
+            config.database_url = Secret::new(read_secret_file(path, "database_url_file").map_err(ConfigError::Secret)?.trim());
+        }
+        if config.database_url.expose().is_empty() {
+            return Err(ConfigError::NoDatabase);
+        }
+        Ok(config)
+    }
+
+    /// The file (when given) with the environment's overrides applied; no secret file read yet.
+    fn sources(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = match file {
             Some(path) => {
                 let shown = path.display().to_string();
@@ -234,8 +255,6 @@ impl Config {
         // An empty variable counts as unset, so `ACUFARM_TOKEN=` cannot silently mean "no token".
         let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
         config.apply_env(&env)?;
-        config.read_secret_files()?;
-        config.check()?;
         Ok(config)
     }
 

@@ -5,7 +5,9 @@ pub mod coordinator;
 pub mod drift;
 mod drift_plot;
 pub mod exit;
+pub mod migrate;
 pub mod schedule;
+pub mod secrets;
 pub mod verify;
 pub mod worker;
 

@@ -2,7 +2,8 @@
 //! reports each problem by path — missing, changed, listed twice, present but not listed, or a
 //! stray file: a temporary `#N` file of an upload cut short (object_store writes `key#N`, then
 //! renames it, and hides such names from its listings, so the folder is read from disk here) or a
-//! staging object a finished run should not have left.
+//! staging object a finished run should not have left. A local folder is read from disk; an
+//! `s3://` root through the storage layer the farm writes with (the `AWS_*` settings).
 
 use acufarm_core::manifest::{self, ManifestRow};
 use anyhow::Context;
@@ -11,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Output root of a run (holding manifest.jsonl).
-    output: PathBuf,
+    /// Output root of a run (holding manifest.jsonl): a folder, file:///… or s3://bucket/prefix.
+    output: String,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -40,16 +41,98 @@ impl std::fmt::Display for Problem {
     }
 }
 
-fn read_rows(path: &Path) -> anyhow::Result<Vec<(usize, ManifestRow)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}; pass the output root of a run, which holds {}", path.display(), manifest::MANIFEST))?;
+/// Where the output lives.
+enum Root {
+    /// A folder, read from disk (so the `#N` files of interrupted uploads show).
+    Local(PathBuf),
+    /// An object store root, read through `acufarm-storage`.
+    Store(acufarm_storage::Storage),
+}
+
+impl Root {
+    fn open(arg: &str) -> anyhow::Result<Root> {
+        if let Some(path) = arg.strip_prefix("file://") {
+            return Ok(Root::Local(PathBuf::from(path)));
+        }
+        if arg.contains("://") {
+            return Ok(Root::Store(acufarm_storage::Storage::open(arg)?));
+        }
+        Ok(Root::Local(PathBuf::from(arg)))
+    }
+
+    fn manifest(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(String, String)> {
+        let fix = format!("pass the output root of a run, which holds {}", manifest::MANIFEST);
+        match self {
+            Root::Local(dir) => {
+                let path = dir.join(manifest::MANIFEST);
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}; {fix}", path.display()))?;
+                Ok((path.display().to_string(), text))
+            }
+            Root::Store(storage) => {
+                let shown = format!("{}/{}", storage.url().trim_end_matches('/'), manifest::MANIFEST);
+                let bytes = runtime.block_on(storage.get(manifest::MANIFEST)).with_context(|| format!("cannot read {shown}; {fix}"))?;
+                let text = String::from_utf8(bytes.to_vec()).with_context(|| format!("{shown} is not UTF-8 text; the manifest is damaged"))?;
+                Ok((shown, text))
+            }
+        }
+    }
+
+    /// sha256 of each of `paths` (`None`: missing).
+    fn hashes(&self, runtime: &tokio::runtime::Runtime, paths: &[String]) -> Vec<Option<String>> {
+        match self {
+            Root::Local(dir) => paths.iter().map(|p| manifest::sha256_file(&dir.join(p)).ok()).collect(),
+            Root::Store(storage) => runtime.block_on(async {
+                let mut out = Vec::with_capacity(paths.len());
+                // A few requests at a time, in order.
+                for chunk in paths.chunks(32) {
+                    let mut tasks = Vec::with_capacity(chunk.len());
+                    for path in chunk {
+                        let (storage, path) = (storage.clone(), path.clone());
+                        tasks.push(tokio::spawn(async move { storage.sha256(&path).await.ok() }));
+                    }
+                    for task in tasks {
+                        out.push(task.await.ok().flatten());
+                    }
+                }
+                out
+            }),
+        }
+    }
+
+    /// Every file present, and how many staging objects are left (counted apart on a store,
+    /// whose listings leave them out).
+    fn present(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(BTreeSet<String>, usize)> {
+        match self {
+            Root::Local(dir) => {
+                let mut present = BTreeSet::new();
+                walk(dir, dir, &mut present).with_context(|| format!("cannot list {}", dir.display()))?;
+                Ok((present, 0))
+            }
+            Root::Store(storage) => {
+                let listed = runtime.block_on(storage.list("")).with_context(|| format!("cannot list {}", storage.url()))?;
+                let staging =
+                    runtime.block_on(storage.staging_count()).with_context(|| format!("cannot list {}/{}", storage.url(), acufarm_storage::STAGING))?;
+                Ok((listed.into_iter().collect(), staging))
+            }
+        }
+    }
+
+    fn shown(&self) -> String {
+        match self {
+            Root::Local(dir) => dir.display().to_string(),
+            Root::Store(storage) => storage.url().to_string(),
+        }
+    }
+}
+
+fn parse_rows(shown: &str, text: &str) -> anyhow::Result<Vec<(usize, ManifestRow)>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            serde_json::from_str(line).map(|row| (i + 1, row)).map_err(|e| {
-                anyhow::anyhow!("{} line {} is not a manifest row ({e}); the manifest is damaged, so rewrite it from the coordinator", path.display(), i + 1)
-            })
+            serde_json::from_str(line)
+                .map(|row| (i + 1, row))
+                .map_err(|e| anyhow::anyhow!("{shown} line {} is not a manifest row ({e}); the manifest is damaged, so rewrite it from the coordinator", i + 1))
         })
         .collect()
 }
@@ -68,20 +151,27 @@ pub(crate) fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) -> std::
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let rows = read_rows(&args.output.join(manifest::MANIFEST))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let root = Root::open(&args.output)?;
+    let (shown, text) = root.manifest(&runtime)?;
+    let rows = parse_rows(&shown, &text)?;
     let mut problems = Vec::new();
     let mut listed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut files = Vec::new();
     for (line, row) in &rows {
         for file in std::iter::once(&row.output).chain(row.annotation.as_ref()) {
             listed.entry(file.path.clone()).or_default().push(*line);
-            let path = args.output.join(&file.path);
-            match manifest::sha256_file(&path) {
-                Err(_) => problems.push(Problem::Missing { path: file.path.clone(), line: *line }),
-                Ok(actual) if actual != file.sha256 => {
-                    problems.push(Problem::Changed { path: file.path.clone(), line: *line, expected: file.sha256.clone(), actual })
-                }
-                Ok(_) => {}
+            files.push((*line, file));
+        }
+    }
+    let paths: Vec<String> = files.iter().map(|(_, file)| file.path.clone()).collect();
+    for ((line, file), actual) in files.iter().zip(root.hashes(&runtime, &paths)) {
+        match actual {
+            None => problems.push(Problem::Missing { path: file.path.clone(), line: *line }),
+            Some(actual) if actual != file.sha256 => {
+                problems.push(Problem::Changed { path: file.path.clone(), line: *line, expected: file.sha256.clone(), actual })
             }
+            Some(_) => {}
         }
     }
     // Every output (and every variant's label copy) belongs to exactly one row.
@@ -90,8 +180,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             problems.push(Problem::Duplicate { path: path.clone(), lines: lines.clone() });
         }
     }
-    let mut present = BTreeSet::new();
-    walk(&args.output, &args.output, &mut present).with_context(|| format!("cannot list {}", args.output.display()))?;
+    let (present, staging) = root.present(&runtime)?;
+    if staging > 0 {
+        problems.push(Problem::Stray {
+            path: format!("{}/ ({staging} objects)", acufarm_storage::STAGING),
+            reason: "staging objects left behind (a finished run leaves none)",
+        });
+    }
     for path in present {
         if acufarm_storage::is_temporary(&path) {
             problems.push(Problem::Stray { path, reason: "the temporary file of an upload cut short (a process died mid-write)" });
@@ -117,14 +212,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if problems.is_empty() {
-        eprintln!("verified {} outputs in {}: every file matches its manifest sha256", rows.len(), args.output.display());
+        eprintln!("verified {} outputs in {}: every file matches its manifest sha256", rows.len(), root.shown());
         return Ok(());
     }
     let count = |kind: fn(&Problem) -> bool| problems.iter().filter(|p| kind(p)).count();
     Err(super::exit::ProblemsFound(format!(
         "{} problems in {} ({} missing, {} changed, {} duplicate, {} unlisted, {} stray); restore the listed files or resubmit their shards, and delete stray files",
         problems.len(),
-        args.output.display(),
+        root.shown(),
         count(|p| matches!(p, Problem::Missing { .. })),
         count(|p| matches!(p, Problem::Changed { .. })),
         count(|p| matches!(p, Problem::Duplicate { .. })),

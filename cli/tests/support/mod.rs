@@ -3,6 +3,7 @@
 //! finished run must pass on either storage backend.
 
 pub mod dataset;
+pub mod netns;
 pub mod pki;
 pub mod proc;
 pub mod services;
@@ -442,11 +443,17 @@ pub fn manifest_rows(out: &Path) -> Vec<Value> {
 /// metadata lists every output, no staging object is left, and `acufarm verify` passes. Returns the
 /// manifest rows.
 pub fn check_finished_run(farm: &Farm, data: &Dataset, run: &str, status: &Value) -> Vec<Value> {
+    check_finished(data, run, status, &|| farm.diag())
+}
+
+/// [`check_finished_run`] for a farm the harness did not start; `diag` gives the logs to show
+/// when the counts are off.
+pub fn check_finished(data: &Dataset, run: &str, status: &Value, diag: &dyn Fn() -> String) -> Vec<Value> {
     let n = data.expected.len() as u64;
     let counts = status["counts"].clone();
     for (key, want) in [("succeeded", n), ("queued", 0), ("leased", 0), ("failed", 0), ("cancelled", 0)] {
         if count(status, key) != want {
-            farm.fail(&format!("run {run}: {key} = {}, want {want}; counts {counts}; failures {}", count(status, key), status["failures"]));
+            panic!("run {run}: {key} = {}, want {want}; counts {counts}; failures {}\n{}", count(status, key), status["failures"], diag());
         }
     }
     let out = data.output_local();

@@ -38,11 +38,15 @@ fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, names: &[&str], usages: Vec<
 
 impl Pki {
     pub fn new(dir: &Path) -> Pki {
+        Self::for_servers(dir, &["127.0.0.1", "localhost"])
+    }
+
+    /// Like `new`, with a server certificate for `names` (host names or IP addresses).
+    pub fn for_servers(dir: &Path, names: &[&str]) -> Pki {
         let authority = ca("acufarm test CA");
         let ca_path = dir.join("ca.pem");
         std::fs::write(&ca_path, authority.pem()).unwrap();
-        let (server_cert, server_key) =
-            leaf(&authority, &["127.0.0.1", "localhost"], vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth], dir, "server");
+        let (server_cert, server_key) = leaf(&authority, names, vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth], dir, "server");
         let (client_cert, client_key) = leaf(&authority, &["worker.acufarm.test"], vec![ExtendedKeyUsagePurpose::ClientAuth], dir, "client");
         let other_ca = dir.join("other-ca.pem");
         std::fs::write(&other_ca, ca("an unrelated CA").pem()).unwrap();

@@ -71,10 +71,20 @@ impl PgStore {
         &self.pool
     }
 
-    /// Applies the migrations in `migrations/postgres`; safe to run from several replicas at once
-    /// (sqlx serializes them with an advisory lock).
-    pub async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("../migrations/postgres").run(&self.pool).await.map_err(|source| StoreError::Migrate { source })
+    /// Applies the migrations in `migrations/postgres` the database lacks and returns their
+    /// versions; safe to run from several replicas at once (sqlx serializes them with an advisory
+    /// lock). Migrations a newer release applied are kept, not refused: they are written
+    /// expand-then-contract, so this binary still works on them, and during a rolling upgrade (or
+    /// a rollback) an older replica can restart on the newer schema.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let mut migrator = sqlx::migrate!("../migrations/postgres");
+        migrator.set_ignore_missing(true);
+        let applied: Vec<i64> = match sqlx::query_scalar::<_, bool>("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&self.pool).await {
+            Ok(true) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await.unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        migrator.run(&self.pool).await.map_err(|source| StoreError::Migrate { source })?;
+        Ok(migrator.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect())
     }
 
     async fn begin(&self, operation: &'static str) -> Result<Transaction<'static, Postgres>> {
