@@ -93,5 +93,8 @@ stage python-drift env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/me
 stage fuzz env FUZZ_TARGET_DIR="$ACUFARM_HOME/fuzz-target" scripts/fuzz.sh 20
 join_lane deploy-check
 join_lane gpu-runtime
+# The binary just built on the GPU image's ONNX Runtime: same bytes on its CPU provider, and the
+# CUDA provider loads everything but the NVIDIA driver.
+stage gpu-worker deploy/docker/check-gpu-worker.sh "$ACUFARM_HOME/gpu-runtime" target/debug/acufarm
 join_lane compose-e2e
 summary

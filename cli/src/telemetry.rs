@@ -60,9 +60,10 @@ pub fn layer(endpoint: &str, service: &str) -> Result<OtelLayer, String> {
     Ok(tracing_opentelemetry::layer().with_tracer(tracer))
 }
 
-/// Sends the spans still buffered (at exit).
+/// Sends the spans still buffered (at exit), waiting at most a few seconds: a collector that is
+/// down costs the spans, never a slow stop (a drained worker inside its grace period).
 pub fn flush() {
     if let Some((provider, _)) = EXPORT.get() {
-        let _ = provider.shutdown();
+        let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(3));
     }
 }

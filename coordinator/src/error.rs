@@ -13,7 +13,9 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
-    #[error("cannot bring the database schema up to date ({source}); check that the database user may create tables and that no newer acufarm migrated it")]
+    #[error(
+        "cannot bring the database schema up to date ({source}); check that the database user may create tables, and that no migration file of this release was edited after a database applied it"
+    )]
     Migrate {
         #[source]
         source: sqlx::migrate::MigrateError,
