@@ -19,7 +19,9 @@ PROJECT=acufarm-e2e-$$
 BUCKET=acufarm
 WORK=$(mktemp -d /tmp/acufarm-e2e.XXXXXX)
 export ACUFARM_SECRETS_DIR=$WORK/secrets
-mkdir -p "$ACUFARM_SECRETS_DIR"
+# podman refuses a bind mount whose source is missing (Docker would make it): the workers mount
+# the worker/ folder that `secrets init` fills.
+mkdir -p "$ACUFARM_SECRETS_DIR/worker"
 LABEL=com.docker.compose.project=$PROJECT
 STARTED=$SECONDS
 TIMES=()
@@ -219,13 +221,34 @@ verify_outputs() {
   "$ACUFARM_BIN" verify "s3://$BUCKET/e2e/out"
 }
 
+# The body of a 200 answer from URL; another answer is asked again for up to a minute (as a
+# scraper would on its next interval: a loaded machine can time one out), then printed.
+fetch_ok() {
+  local url=$1 deadline=$((SECONDS + 60)) out code body
+  while :; do
+    out=$(curl -sS -w '\n%{http_code}' --max-time 20 --cacert "$ACUFARM_SECRETS_DIR/ca.pem" "$url" 2>&1) || true
+    code=${out##*$'\n'}
+    body=${out%$'\n'*}
+    if [ "$code" = 200 ]; then
+      printf '%s' "$body"
+      return 0
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      say "$url answered $code: $body"
+      return 1
+    fi
+    say "$url answered $code (${body:0:300}); asking again"
+    sleep 2
+  done
+}
+
 check_http() {
   local port body metrics
   for port in "$A_HTTP" "$B_HTTP"; do
-    body=$(curl -sS --fail-with-body --cacert "$ACUFARM_SECRETS_DIR/ca.pem" "https://127.0.0.1:$port/readyz")
+    body=$(fetch_ok "https://127.0.0.1:$port/readyz")
     say "readyz on $port: $body"
     grep -q '"database": *"ok"' <<<"$body" || { say "the database is not ok on $port"; exit 1; }
-    metrics=$(curl -sS --fail-with-body --cacert "$ACUFARM_SECRETS_DIR/ca.pem" "https://127.0.0.1:$port/metrics")
+    metrics=$(fetch_ok "https://127.0.0.1:$port/metrics")
     grep -q '^acufarm_jobs_completed_total' <<<"$metrics" || { say "no acufarm_jobs_completed_total on $port"; exit 1; }
     local line; line=$(grep "^acufarm_jobs{" <<<"$metrics" | grep "run=\"$RUN\"" | grep 'state="succeeded"' || true)
     say "metrics on $port: $line"
@@ -238,8 +261,7 @@ take_down() {
   compose logs --no-color >"$WORK/services.log" 2>&1 || true
   say "services logged $(wc -l <"$WORK/services.log") lines, $(grep -cE ' (WARN|ERROR) ' "$WORK/services.log" || true) at WARN/ERROR; the first 20:"
   grep -E ' (WARN|ERROR) ' "$WORK/services.log" | head -20 >&2 || true
-  # Workers first, while the coordinators still answer: a worker that has lost every coordinator
-  # takes about 30 s to exit after SIGTERM.
+  # Workers first, while the coordinators still answer (the order an operator drains a farm in).
   local started=$SECONDS
   compose stop worker-cpu
   say "the workers drained and stopped in $((SECONDS - started)) s"

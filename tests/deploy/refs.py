@@ -129,13 +129,18 @@ def worker_flags():
 
 
 def dockerfile_stages():
-    """Build stages named in deploy/docker/Dockerfile (`FROM … AS <stage>`)."""
+    """The image stages of deploy/docker/Dockerfile: `FROM … AS <stage>` stages that set an
+    ENTRYPOINT (the build-only stages — compile, prebuilt, binary — are no images)."""
     assert DOCKERFILE.exists(), (
         f"{DOCKERFILE.relative_to(REPO)} does not exist: the image names acufarm-<stage> are checked "
         "against its build stages, so it must be written first")
-    stages = re.findall(r"^\s*FROM\s+\S+(?:\s+\S+)*?\s+AS\s+([A-Za-z0-9._-]+)\s*$", DOCKERFILE.read_text(), re.M | re.I)
-    assert stages, f"{DOCKERFILE.relative_to(REPO)} names no build stage (FROM … AS <stage>)"
-    return {s.lower() for s in stages}
+    stages = set()
+    for block in re.split(r"^(?=\s*FROM\s)", DOCKERFILE.read_text(), flags=re.M | re.I):
+        named = re.match(r"\s*FROM\s+\S+(?:\s+\S+)*?\s+AS\s+([A-Za-z0-9._-]+)\s*$", block.splitlines()[0] if block.strip() else "", re.I)
+        if named and re.search(r"^\s*ENTRYPOINT\s", block, re.M | re.I):
+            stages.add(named.group(1).lower())
+    assert stages, f"{DOCKERFILE.relative_to(REPO)} names no image stage (FROM … AS <stage> with an ENTRYPOINT)"
+    return stages
 
 
 # --- what the README documents -----------------------------------------------------------------

@@ -77,7 +77,7 @@ def secrets_init_files():
         pytest.skip(f"no acufarm binary at {binary} (cargo build -p acufarm-cli, or set ACUFARM_BIN)")
     text = subprocess.run([binary, "secrets", "init", "--help"], capture_output=True, text=True, check=True).stdout
     sentence = re.search(r"Write what is missing of:(.*?)\. Existing files are kept", " ".join(text.split())).group(1)
-    return set(re.findall(r"[a-z][a-z0-9-]*(?:\.pem)?", sentence.replace("with --postgres", "")))
+    return set(re.findall(r"[a-z][a-z0-9/-]*(?:\.pem)?", sentence.replace("with --postgres", "")))
 
 
 def secret_paths(service):
@@ -143,11 +143,14 @@ def test_secret_files_are_ones_secrets_init_writes():
     [(certs_source, _)] = mounts(certs)
     named = {}
     for name, service in services().items():
+        # A service mounts the certs service's folder, or (workers) its worker/ part alone.
+        folder = ""
         for source, target in mounts(service):
             if target == SECRETS_TARGET:
-                assert source == certs_source, f"{name} mounts {source}, not the certs service's {certs_source}"
+                assert source in (certs_source, certs_source + "/worker"), f"{name} mounts {source}, not the certs service's {certs_source}"
+                folder = "worker/" if source.endswith("/worker") else ""
         for path in secret_paths(service):
-            named.setdefault(path.rsplit("/", 1)[1], set()).add(name)
+            named.setdefault(folder + path.rsplit("/", 1)[1], set()).add(name)
     prometheus = (COMPOSE_DIR / "prometheus/prometheus.yml").read_text()
     for path in re.findall(SECRETS_TARGET + r"/([\w.-]+)", prometheus):
         named.setdefault(path, set()).add("prometheus.yml")

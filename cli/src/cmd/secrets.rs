@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 pub const TLS_FILES: [&str; 6] = ["ca.pem", "ca-key.pem", "coordinator.pem", "coordinator-key.pem", "client.pem", "client-key.pem"];
 pub const TOKEN_FILES: [&str; 4] = ["worker-token", "operator-token", "read-token", "session-key"];
 pub const POSTGRES_FILES: [&str; 2] = ["postgres-password", "database-url"];
+/// What a worker needs, copied apart into `worker/`, so a GPU node can be given that folder alone
+/// (never the CA's key, the coordinators' key or the database URL).
+pub const WORKER_FILES: [&str; 2] = ["worker/ca.pem", "worker/worker-token"];
 
 #[derive(clap::Args)]
 pub struct Command {
@@ -24,8 +27,9 @@ pub struct Command {
 #[derive(clap::Subcommand)]
 enum Action {
     /// Write what is missing of: ca.pem, ca-key.pem, coordinator.pem, coordinator-key.pem,
-    /// client.pem, client-key.pem, worker-token, operator-token, read-token, session-key (and with
-    /// --postgres: postgres-password, database-url). Existing files are kept.
+    /// client.pem, client-key.pem, worker-token, operator-token, read-token, session-key,
+    /// worker/ca.pem, worker/worker-token (with --postgres: postgres-password, database-url).
+    /// Existing files are kept. worker/ holds what a worker needs and nothing else.
     Init(InitArgs),
 }
 
@@ -88,6 +92,14 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
         if !args.dir.join(name).exists() {
             write_new(&args.dir, name, &format!("{}\n", random_hex(32)?), owner)?;
             written.push(name);
+        }
+    }
+    std::fs::create_dir_all(args.dir.join("worker")).with_context(|| format!("cannot create {}/worker", args.dir.display()))?;
+    for (copy, source) in WORKER_FILES.into_iter().zip(["ca.pem", "worker-token"]) {
+        if !args.dir.join(copy).exists() {
+            let text = std::fs::read_to_string(args.dir.join(source)).with_context(|| format!("cannot read {}/{source}", args.dir.display()))?;
+            write_new(&args.dir, copy, &text, owner)?;
+            written.push(copy);
         }
     }
     if let Some((host, db)) = postgres {
@@ -219,13 +231,15 @@ mod tests {
             days: 30,
         };
         init(args(dir.path())).unwrap();
-        let names: Vec<&str> = TLS_FILES.iter().chain(&TOKEN_FILES).chain(&POSTGRES_FILES).copied().collect();
+        let names: Vec<&str> = TLS_FILES.iter().chain(&TOKEN_FILES).chain(&POSTGRES_FILES).chain(&WORKER_FILES).copied().collect();
         let before: Vec<String> = names.iter().map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap()).collect();
         let url = &before[names.iter().position(|n| *n == "database-url").unwrap()];
         let password = &before[names.iter().position(|n| *n == "postgres-password").unwrap()];
         assert_eq!(url.trim(), format!("postgres://acufarm:{}@pg:5432/farm", password.trim()));
         assert_eq!(std::fs::metadata(dir.path().join("worker-token")).unwrap().permissions().mode() & 0o777, 0o640);
         assert_eq!(std::fs::metadata(dir.path().join("ca.pem")).unwrap().permissions().mode() & 0o777, 0o644);
+        let copy = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!((copy("worker/ca.pem"), copy("worker/worker-token")), (copy("ca.pem"), copy("worker-token")), "the worker's folder holds copies");
         // Again: nothing changes.
         init(args(dir.path())).unwrap();
         let after: Vec<String> = names.iter().map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap()).collect();
