@@ -78,6 +78,9 @@ start_podman_service() {
 
 build_acufarm_images() {
   ACUFARM_BIN=$ACUFARM_BIN deploy/docker/build.sh --context coordinator worker-cpu
+  # Each new binary leaves the previous images untagged (about 1.9 GB a build): drop the untagged
+  # ones, so repeated runs do not fill the disk.
+  podman image prune -f >/dev/null
 }
 
 build_stand_ins() {
