@@ -189,8 +189,13 @@ image_context() {
   [ -x "$bin" ] || { say "no acufarm binary at $bin: build it (cargo build --release -p acufarm-cli) or set ACUFARM_BIN"; exit 1; }
   install_runtime
   mkdir -p "$out/onnxruntime"
-  # cmp first: an unchanged file keeps its timestamp, and the image layers stay cached.
-  copy_if_changed "$bin" "$out/acufarm"
+  # Without its debug sections (a debug build's are ~90 % of it; strip is deterministic), then cmp
+  # first: an unchanged file keeps its timestamp, and the image layers stay cached.
+  local stripped; stripped=$(mktemp)
+  if command -v strip >/dev/null; then strip --strip-debug -o "$stripped" "$bin"; else cp -f "$bin" "$stripped"; fi
+  chmod 0755 "$stripped"
+  copy_if_changed "$stripped" "$out/acufarm"
+  rm -f "$stripped"
   copy_if_changed "$ort/libonnxruntime.so.$ORT_VERSION" "$out/onnxruntime/libonnxruntime.so.$ORT_VERSION"
   copy_if_changed "$ort/libonnxruntime_providers_shared.so" "$out/onnxruntime/libonnxruntime_providers_shared.so"
   ln -sfn "libonnxruntime.so.$ORT_VERSION" "$out/onnxruntime/libonnxruntime.so.1"
