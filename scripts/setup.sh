@@ -303,7 +303,7 @@ case "${1:-runtime}" in
   image-context) image_context "${2:-}" ;;
   gpu-runtime) install_gpu_runtime "${2:-}" "${3:-}" ;;
   image-coordinator) image_base ;;
-  image-worker-cpu) image_base; image_worker_dirs ;;
+  image-worker-cpu) image_worker_dirs ;;  # on top of image-coordinator's (the Dockerfile's runtime stage)
   image-worker-gpu) image_worker_gpu ;;
   dev) install_runtime; install_python_env; install_deploy_tools; install_containers; install_mediapipe_env; install_tokenizer_env; install_rust_tools; install_nextest; install_cargo_fuzz; install_test_tools; start_services ;;
   *) say "usage: scripts/setup.sh [runtime|dev|deploy-tools|containers|image-context [DIR]|gpu-runtime PREFIX [--no-tensorrt]|image-coordinator|image-worker-cpu|image-worker-gpu]"; exit 2 ;;

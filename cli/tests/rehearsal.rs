@@ -75,6 +75,11 @@ impl Rehearsal {
         self.procs.iter_mut().rev().find(|p| p.name == name).unwrap_or_else(|| panic!("no process {name}"))
     }
 
+    /// Everything the newest process of that name printed.
+    fn output_of(&self, name: &str) -> String {
+        self.procs.iter().rev().find(|p| p.name == name).map(Proc::output).unwrap_or_default()
+    }
+
     fn diag(&self) -> String {
         let mut out = String::new();
         for p in &self.procs {
@@ -147,23 +152,32 @@ impl Rehearsal {
         run_entry(&all, RUN)
     }
 
-    /// Polls the run's status through `node` until `pred` holds; fails if the run ends first.
-    fn wait_status(&self, node: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    /// Asks `check` every `every` until it gives a value; its `Err` is the last observation,
+    /// shown when `what` has not happened within TIMEOUT.
+    fn poll<T>(&self, what: &str, every: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let last = match self.status(node) {
-                Ok(status) if pred(&status) => return status,
-                Ok(status) if count(&status, "queued") + count(&status, "leased") == 0 => {
-                    self.fail(&format!("the run ended before {what} ({}); give it more jobs", counts_line(&status)))
-                }
-                Ok(status) => counts_line(&status),
-                Err(e) => e,
+            let last = match check() {
+                Ok(value) => return value,
+                Err(last) => last,
             };
             if Instant::now() > deadline {
                 self.fail(&format!("{what} did not happen within {TIMEOUT:?}; last: {last}"));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(every);
         }
+    }
+
+    /// Polls the run's status through `node` until `pred` holds; fails if the run ends first.
+    fn wait_status(&self, node: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.poll(what, Duration::from_millis(100), || match self.status(node) {
+            Ok(status) if pred(&status) => Ok(status),
+            Ok(status) if count(&status, "queued") + count(&status, "leased") == 0 => {
+                self.fail(&format!("the run ended before {what} ({}); give it more jobs", counts_line(&status)))
+            }
+            Ok(status) => Err(counts_line(&status)),
+            Err(e) => Err(e),
+        })
     }
 
     /// One number from PostgreSQL (the operator reads the truth directly).
@@ -172,17 +186,10 @@ impl Rehearsal {
     }
 
     fn wait_sql(&self, what: &str, query: &str, pred: impl Fn(u64) -> bool) -> u64 {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let value = self.sql(query);
-            if pred(value) {
-                return value;
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!("{what} did not happen within {TIMEOUT:?}: `{query}` = {value}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.poll(what, Duration::from_millis(50), || match self.sql(query) {
+            value if pred(value) => Ok(value),
+            value => Err(format!("`{query}` = {value}")),
+        })
     }
 
     fn leased_by(&self, worker: &str) -> String {
@@ -288,13 +295,10 @@ fn a_farm_of_separate_machines_survives_a_partition_a_rolling_restart_and_a_drai
     // completion as stale, or its next heartbeat says the leases are no longer held and it drops
     // the jobs without reporting them.
     let late = |log: &str| LATE.map(|needle| log.matches(needle).count());
-    let deadline = Instant::now() + TIMEOUT;
-    while late(&farm.proc("w3").output()).iter().sum::<usize>() == 0 {
-        if Instant::now() > deadline {
-            farm.fail("w3 never learned that its leases were gone");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    farm.poll("w3 learning that its leases were gone", Duration::from_millis(100), || match late(&farm.output_of("w3")) {
+        counts if counts.iter().sum::<usize>() > 0 => Ok(()),
+        _ => Err("none of its log lines says so".to_string()),
+    });
 
     // 2. A rolling restart: each replica stops on SIGTERM and comes back while the other serves.
     for (node, other) in [("c1", "c2"), ("c2", "c1")] {
@@ -340,7 +344,7 @@ fn a_farm_of_separate_machines_survives_a_partition_a_rolling_restart_and_a_drai
     let report = String::from_utf8_lossy(&verify.stdout);
     assert_eq!(verify.status.code(), Some(3), "verify after deleting {gone}: {report}");
     assert!(report.contains(&format!("missing   {gone}")), "{report}");
-    let [stale, dropped, unreported] = late(&farm.proc("w3").output());
+    let [stale, dropped, unreported] = late(&farm.output_of("w3"));
     let by_w3 = rows.iter().filter(|r| r["worker"].as_str().is_some_and(|w| w.starts_with("w3"))).count();
     eprintln!(
         "rehearsal figures: {jobs} jobs; partition {:.1} s (lease {LEASE_S} s); {released} jobs re-leased from the cut worker; \

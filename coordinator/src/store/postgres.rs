@@ -79,10 +79,8 @@ impl PgStore {
     pub async fn migrate(&self) -> Result<Vec<i64>> {
         let mut migrator = sqlx::migrate!("../migrations/postgres");
         migrator.set_ignore_missing(true);
-        let applied: Vec<i64> = match sqlx::query_scalar::<_, bool>("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&self.pool).await {
-            Ok(true) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await.unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        // None yet on a fresh database (the table does not exist until the first run).
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await.unwrap_or_default();
         migrator.run(&self.pool).await.map_err(|source| StoreError::Migrate { source })?;
         Ok(migrator.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect())
     }

@@ -156,6 +156,9 @@ pub async fn run<S: JobSource, R: Render>(source: Arc<S>, renderer: R, options: 
     result.map(|()| ctx.batch())
 }
 
+/// How long a drain waits for the answer of a lease call that was in flight when it began.
+const LEASE_IN_FLIGHT: Duration = Duration::from_secs(10);
+
 /// What the loop's parts share.
 struct Ctx<S> {
     source: Arc<S>,
@@ -234,9 +237,17 @@ impl Fetcher {
         if ctx.shutdown.is_draining() {
             return Ok(None);
         }
+        let lease = ctx.source.lease(ctx.batch());
+        tokio::pin!(lease);
         let leased = tokio::select! {
-            r = ctx.source.lease(ctx.batch()) => r?,
-            _ = ctx.shutdown.draining() => return Ok(None),
+            r = &mut lease => r?,
+            // A lease call already sent may have been granted: its answer is awaited (briefly, in
+            // case the coordinator is gone), so those jobs are rendered with the rest in hand
+            // instead of waiting out their lease on the coordinator.
+            _ = ctx.shutdown.draining() => match tokio::time::timeout(LEASE_IN_FLIGHT, &mut lease).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(None),
+            },
         };
         if leased.is_empty() {
             return Ok(None);
