@@ -3,7 +3,8 @@
 # lints, then runs the Rust suite (unit + end-to-end through the real binary, property tests), the
 # dashboard's browser tests (headless Chromium), the
 # Python reference suites (exporter checks, sampler parity against k-diffusion, schedule vectors,
-# tokenizer ids), the landmark-drift agreement with MediaPipe and a bounded fuzzing pass; beside
+# tokenizer ids), the evaluation's PyTorch tests, the landmark-drift agreement with MediaPipe and a
+# bounded fuzzing pass; beside
 # them, in background lanes, the deployment checks, the GPU image's install steps and the Compose
 # stack end to end in containers. The multi-node rehearsal (network namespaces) is part of the
 # Rust suite. Each stage prints how long it took; a table of all stages closes the run.
@@ -86,6 +87,8 @@ stage rust-tests cargo nextest run --workspace --locked --no-fail-fast -E 'not b
 # target/screenshots/.
 stage browser cargo nextest run --workspace --locked --no-fail-fast -E 'binary(browser)'
 stage python-reference env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/py/bin/python" -m pytest -q -p no:cacheprovider models/tests tests/reference
+# The training-based evaluation's PyTorch side: losses on hand values, splits, learning, resume, report.
+stage python-evaluate "$ACUFARM_HOME/py/bin/python" -m pytest -q -p no:cacheprovider evaluate/tests
 # The Rust Face Mesh against mediapipe 0.10.21 itself (its own venv: it needs numpy < 2).
 stage python-drift env ACUFARM_BIN="$PWD/target/debug/acufarm" "$ACUFARM_HOME/mediapipe/bin/python" -m pytest -q -p no:cacheprovider tests/drift
 # Every parser of user input under libFuzzer for a bounded time (a loud proptest campaign instead

@@ -38,6 +38,8 @@ enum Command {
     Landmarks(cmd::drift::LandmarksArgs),
     /// Re-hash a run's outputs against its manifest and report every difference.
     Verify(cmd::verify::Args),
+    /// Train AcuSim's example network on original, augmented and both, and compare them on test models.
+    Evaluate(cmd::evaluate::Args),
     /// Run a GPU worker that pulls jobs from one or more coordinators (or `worker release NAME`).
     Worker(cmd::worker::Command),
     /// Serve the farm: the gRPC service workers and operators talk to (PostgreSQL + Redis).
@@ -121,6 +123,7 @@ fn main() -> ExitCode {
         Command::Drift(args) => cmd::drift::drift(args),
         Command::Landmarks(args) => cmd::drift::landmarks(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Evaluate(args) => cmd::evaluate::run(args),
         Command::Worker(args) => cmd::worker::command(args),
         Command::Coordinator(args) => cmd::coordinator::run(args),
         Command::Migrate(args) => cmd::migrate::run(args),

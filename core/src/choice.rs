@@ -181,3 +181,5 @@ mod tests {
         }
     }
 }
+
+pub(crate) use named_choice;

@@ -2,6 +2,7 @@
 //! choice that follows from a parsed id. Pure logic, no I/O beyond reading a spec file.
 
 pub mod choice;
+pub mod evaluate;
 pub mod job;
 pub mod manifest;
 pub mod plan;

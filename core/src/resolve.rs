@@ -166,7 +166,8 @@ pub fn job_params(spec: &RunSpec, key: &SeedKey) -> JobParams {
 }
 
 /// Fills a path template's placeholders for one image.
-fn fill(template: &str, rel_path: &str, id: &SampleId) -> String {
+/// Fills a path template (`{dir}`, `{split}`, `{stem}`, `{model}`, `{gender}`, `{size}`) for one image.
+pub fn fill_template(template: &str, rel_path: &str, id: &SampleId) -> String {
     let (dir, file) = rel_path.rsplit_once('/').unwrap_or(("", rel_path));
     let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap_or(file);
     let split = rel_path.split('/').next().unwrap_or("");
@@ -202,8 +203,8 @@ pub fn resolve_job_reseeded(spec: &RunSpec, grammar: &IdGrammar, rel_path: &str,
     let prompts = spec.prompts.get(prompt_set);
     let scene = scene_for(spec, &key);
     let dataset = spec.dataset.as_ref();
-    let label = dataset.and_then(|d| d.label_template.as_deref()).map(|t| fill(t, rel_path, &id));
-    let depth = dataset.and_then(|d| d.depth_template.as_deref()).map(|t| fill(t, rel_path, &id));
+    let label = dataset.and_then(|d| d.label_template.as_deref()).map(|t| fill_template(t, rel_path, &id));
+    let depth = dataset.and_then(|d| d.depth_template.as_deref()).map(|t| fill_template(t, rel_path, &id));
     let shard = match spec.shards.group_by {
         ShardGrouping::Model => id.model_key(),
         ShardGrouping::Run => spec.run.name.clone(),

@@ -188,7 +188,9 @@ def markdown(doc):
     if len(doc["test_models"]) < 3:
         lines += [f"With {len(doc['test_models'])} test model(s) the intervals mostly show image-to-image spread, not model-to-model spread; use more models or --folds.", ""]
     for stage, title in (("equal_epochs", "At equal epochs (best validation epoch)"), ("equal_steps", "At equal optimizer steps (best validation epoch within the smallest arm's step budget)")):
-        lines += [f"## {title}", "", "| arm | " + " | ".join(label for _, label, _ in metrics.METRICS) + " | median error (px) | p95 error (px) |", "|---" * (len(metrics.METRICS) + 3) + "|"]
+        over = sorted({a for a in arms for u in doc["arms"][a]["units"] if stage == "equal_steps" and u["best_steps"].get("over_budget")})
+        note = [f"One epoch of {', '.join(over)} already exceeds the common step budget; its first epoch is shown.", ""] if over else []
+        lines += [f"## {title}", ""] + note + ["| arm | " + " | ".join(label for _, label, _ in metrics.METRICS) + " | median error (px) | p95 error (px) |", "|---" * (len(metrics.METRICS) + 3) + "|"]
         for a in arms:
             e = doc["arms"][a][stage]
             cells = [fmt(e[m], m) + _ci(e["ci95"].get(m), m) for m, _, _ in metrics.METRICS]

@@ -157,8 +157,11 @@ def train_unit(ctx, split, arm, seed, train_pairs, budget, meter):
         if state["best"] is None or score < state["best"]["score"]:
             state["best"] = {"epoch": epoch + 1, "steps": state["steps"], "score": score}
             save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "fingerprint": ctx.fingerprint}, folder / "best.pt")
-        if state["steps"] <= budget and (state["best_steps"] is None or score < state["best_steps"]["score"]):
-            state["best_steps"] = {"epoch": epoch + 1, "steps": state["steps"], "score": score}
+        # Within the common step budget; an arm whose first epoch already exceeds it (1 epoch of
+        # `both`) keeps that first epoch, marked as over the budget.
+        within = state["steps"] <= budget
+        if (within and (state["best_steps"] is None or state["best_steps"]["over_budget"] or score < state["best_steps"]["score"])) or state["best_steps"] is None:
+            state["best_steps"] = {"epoch": epoch + 1, "steps": state["steps"], "score": score, "over_budget": not within}
             save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "fingerprint": ctx.fingerprint}, folder / "best_steps.pt")
         save_atomic({"fingerprint": ctx.fingerprint, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "state": state}, last)
         meter.done(seen, seconds)

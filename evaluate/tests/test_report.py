@@ -93,7 +93,7 @@ def test_both_arm_sees_twice_the_steps_and_equal_step_choice_respects_the_budget
     assert units["both"][0]["steps_per_epoch"] >= 2 * units["original"][0]["steps_per_epoch"] - 1
     for a, us in units.items():
         for u in us:
-            assert u["best_steps"]["steps"] <= u["step_budget"]
+            assert u["best_steps"]["steps"] <= u["step_budget"] and not u["best_steps"]["over_budget"]
     assert len(units["original"]) == 2  # two seeds
 
 

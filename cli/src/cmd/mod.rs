@@ -4,6 +4,7 @@ pub mod client;
 pub mod coordinator;
 pub mod drift;
 mod drift_plot;
+pub mod evaluate;
 pub mod exit;
 pub mod migrate;
 pub mod schedule;
