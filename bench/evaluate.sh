@@ -13,7 +13,7 @@ PY=${ACUFARM_HOME:-${HOME:-/root}/.cache/acufarm}/py/bin/python
 results=()
 for backbone in resnet18 densenet201; do
   results+=("$(PYTHONPATH=evaluate "$PY" -m acufarm_eval bench --backbone "$backbone" --image-size "$SIZE" \
-    --batch-size "$BATCH" --steps "$STEPS" --device "$DEVICE" --decode-images 256)")
+    --batch-size "$BATCH" --steps "$STEPS" --device "$DEVICE" --decode-images 128)")
   echo "${results[-1]}"
 done
 "$PY" - "${results[@]}" <<'PY'

@@ -63,6 +63,8 @@ macro_rules! named_choice {
     };
 }
 
+pub(crate) use named_choice;
+
 named_choice!(
     /// The k-diffusion sampler of every UNet step.
     Sampler, "sampler", {
@@ -181,5 +183,3 @@ mod tests {
         }
     }
 }
-
-pub(crate) use named_choice;
