@@ -21,7 +21,7 @@ case "$SECONDS_PER_TARGET" in '' | *[!0-9]*) say "seconds per target must be a w
 proptest_campaign() {
   local cases=${PROPTEST_CASES:-4096}
   say "running the proptest campaign instead: PROPTEST_CASES=$cases over core's and worker's property tests"
-  PROPTEST_CASES=$cases cargo test --locked -q -p acufarm-core --test props --test props_spec
+  PROPTEST_CASES=$cases cargo test --locked -q -p acufarm-core --test props --test props_spec --test props_evaluate
   PROPTEST_CASES=$cases cargo test --locked -q -p acufarm-worker --test props
 }
 

@@ -93,12 +93,13 @@ class PointTable:
             i = index[name]
             if visible[i]:
                 raise LabelError(f"{source} lists `{name}` twice; keep one entry")
-            try:
-                x, y = float(coord["x"]), float(coord["y"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise LabelError(f"{source}: `{name}` has no numeric coordinate.x / coordinate.y; fix the label") from e
-            if not (np.isfinite(x) and np.isfinite(y)):
-                raise LabelError(f"{source}: `{name}` has a non-finite coordinate; fix the label")
+            x, y = coord.get("x"), coord.get("y")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y)):
+                raise LabelError(f"{source}: `{name}` has no numeric coordinate.x / coordinate.y; fix the label")
+            x, y = float(x), float(y)
+            # Normalised image coordinates: a point may sit just outside the frame, never far away.
+            if not (-1.0 <= x <= 2.0 and -1.0 <= y <= 2.0):
+                raise LabelError(f"{source}: `{name}` is at ({x:g}, {y:g}), not a normalised image coordinate (0..1); fix the label")
             visible[i] = 1.0
             xy[i] = (x, y)
         return visible, xy

@@ -71,3 +71,7 @@ def test_labels_parse_and_refuse():
         t.parse_label('{"label":[{"name":"DU1_f","coordinate":{"x":0.2,"y":0.2}},{"name":"DU1_f","coordinate":{"x":0.2,"y":0.2}}]}', "x.json")
     with pytest.raises(ValueError, match="not JSON"):
         t.parse_label("{", "x.json")
+    with pytest.raises(ValueError, match="not a normalised image coordinate"):
+        t.parse_label('{"label":[{"name":"DU1_f","coordinate":{"x":1e40,"y":0.2}}]}', "x.json")
+    with pytest.raises(ValueError, match="no numeric coordinate"):
+        t.parse_label('{"label":[{"name":"DU1_f","coordinate":{"x":true,"y":0.2}}]}', "x.json")

@@ -100,3 +100,26 @@ def test_changed_settings_do_not_resume_silently(tmp_path, dataset):
         evaluate(tmp_path, dataset, "e", epochs=1, weight_decay=1e-4)
     # settings that change no number (threads, loader processes, bootstrap) resume
     evaluate(tmp_path, dataset, "e", epochs=1, threads=1, loader_workers=1, bootstrap=100)
+
+
+def test_pretrained_weights_are_loaded_and_wrong_ones_refused(tmp_path, dataset):
+    import torchvision
+
+    from acufarm_eval.model import AcupointNet, WeightsError
+    from acufarm_eval.synth import table
+
+    torch.manual_seed(3)
+    net = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(net.state_dict(), path)
+    model = AcupointNet(table(), "resnet18", str(path))
+    assert torch.equal(model.backbone.conv1.weight, net.conv1.weight)
+    doc = evaluate(tmp_path, dataset, "w", epochs=1, weights=str(path))
+    assert doc["initialisation"] == "pretrained" and doc["config"]["weights"] == str(path)
+    other = tmp_path / "densenet.pth"
+    torch.save({"features.conv0.weight": torch.zeros(1)}, other)
+    with pytest.raises(WeightsError, match="does not fit resnet18"):
+        AcupointNet(table(), "resnet18", str(other))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot load"):
+        AcupointNet(table(), "resnet18", str(tmp_path / "junk.pth"))
