@@ -111,6 +111,12 @@ where
     }
 }
 
+/// Clicks what `css` finds, finding it again when the live page re-rendered it in between (a
+/// stale element) or has not drawn it yet.
+async fn click(browser: &Client, css: &str, what: &str) {
+    eventually(what, || async { browser.find(Locator::Css(css)).await.ok()?.click().await.ok() }).await
+}
+
 async fn text_of(browser: &Client, css: &str) -> Option<String> {
     browser.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
@@ -174,15 +180,14 @@ fn the_dashboard_follows_a_farm_run_and_its_actions_work() {
         screenshot(&browser, "run.png").await;
         // Fix the input, resubmit the shard from the page, and watch it complete.
         data.write_inputs(vec![(poison.clone(), png(2))]);
-        browser.find(Locator::Css(grace)).await.unwrap().click().await.unwrap();
-        browser.wait().at_most(WAIT).for_element(Locator::Css("#resubmit-shard")).await.expect("a resubmit button on the failed shard").click().await.unwrap();
+        click(&browser, grace, "a click on the failed shard").await;
+        click(&browser, "#resubmit-shard", "a resubmit button on the failed shard").await;
         eventually("the resubmitted shard to succeed", || async { attr_of(&browser, grace, "data-state").await.filter(|s| s == "succeeded") }).await;
         assert_no_console_errors(&browser, "run page").await;
 
         // The face source's job: its 8 points, and the faceless output's discard reason.
         browser.goto(&format!("{base}/#/jobs/{run}?sample=M_Asher_N_HD_0003")).await.unwrap();
-        let link = browser.wait().at_most(WAIT).for_element(Locator::Css("#jobs tbody a")).await.expect("the face job in the listing");
-        link.click().await.unwrap();
+        click(&browser, "#jobs tbody a", "the face job in the listing").await;
         browser.wait().at_most(WAIT).for_element(Locator::Css("[data-figure=source] img")).await.expect("the source image");
         let points = browser.find_all(Locator::Css("[data-figure=source] circle[data-point]")).await.unwrap();
         assert_eq!(points.len(), 8, "the 8 landmarks of the source are drawn");
@@ -200,7 +205,7 @@ fn the_dashboard_follows_a_farm_run_and_its_actions_work() {
         assert_no_console_errors(&browser, "job page").await;
 
         // Regenerate the QA failure: queued again with reseed 1.
-        browser.find(Locator::Css("#regenerate")).await.expect("a regenerate button on the QA failure").click().await.unwrap();
+        click(&browser, "#regenerate", "a regenerate button on the QA failure").await;
         let header = eventually("the regenerated job to show reseed 1", || async {
             let text = text_of(&browser, "main p").await?;
             text.contains("reseed 1").then_some(text)
@@ -248,7 +253,7 @@ fn the_same_pages_work_over_embedded_mode() {
         browser.goto(&format!("http://127.0.0.1:{port}/#/run/{run}")).await.unwrap();
         eventually("the shard grid", || async { attr_of(&browser, "[data-shard=\"M_Asher_N_HD\"]", "data-state").await.filter(|s| s == "succeeded") }).await;
         browser.goto(&format!("http://127.0.0.1:{port}/#/jobs/{run}")).await.unwrap();
-        browser.wait().at_most(WAIT).for_element(Locator::Css("#jobs tbody a")).await.unwrap().click().await.unwrap();
+        click(&browser, "#jobs tbody a", "a job in the listing").await;
         browser.wait().at_most(WAIT).for_element(Locator::Css("[data-figure=output] img")).await.expect("the output of a succeeded job");
         let notice = text_of(&browser, "#no-qa").await.unwrap_or_default();
         assert!(notice.contains("add [qa]"), "a run without [qa] says how to get landmarks: {notice}");

@@ -44,6 +44,37 @@ fn ok(out: &Output) -> String {
     stderr
 }
 
+/// A quick resnet18 evaluation of `train` into `out`: 32² inputs, one seed.
+fn quick(original: &str, train: &str, out: &Path, epochs: u32, cfg: &Path) -> Vec<String> {
+    let out = out.to_str().unwrap();
+    let epochs = epochs.to_string();
+    let cfg = cfg.to_str().unwrap();
+    [
+        "--original",
+        original,
+        "--train",
+        train,
+        "--out",
+        out,
+        "--backbone",
+        "resnet18",
+        "--epochs",
+        &epochs,
+        "--image-size",
+        "32",
+        "--seeds",
+        "1",
+        "--config",
+        cfg,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn config(dir: &Path) -> PathBuf {
     let path = dir.join("evaluate.toml");
     std::fs::write(&path, "[evaluate]\nbatch_size = 8\nlearning_rate = 1e-3\nbootstrap = 200\nthreads = 2\nloader_workers = 2\n").unwrap();
@@ -168,29 +199,14 @@ fn an_s3_dataset_is_read_like_a_folder() {
     let cfg = config(dir.path());
     let env: Vec<(String, String)> = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let args = [
-        "--original",
-        "s3://acusim/set",
-        "--train",
-        "original",
-        "--out",
-        out.to_str().unwrap(),
-        "--backbone",
-        "resnet18",
-        "--epochs",
-        "1",
-        "--image-size",
-        "32",
-        "--seeds",
-        "1",
-    ];
-    let stderr = ok(&evaluate(&[&args[..], &["--config", cfg.to_str().unwrap()]].concat(), &env));
+    let args = quick("s3://acusim/set", "original", &out, 1, &cfg);
+    let stderr = ok(&evaluate(&strs(&args), &env));
     assert!(stderr.contains("copying 25 files of s3://acusim/set"), "{stderr}");
     let doc = json(&out.join("evaluation.json"));
     assert_eq!(doc["datasets"]["original"]["root"], "s3://acusim/set");
     assert_eq!(doc["datasets"]["original"]["images"], 12);
     // A second evaluation reads the mirror instead of copying again.
-    let again = ok(&evaluate(&[&args[..], &["--config", cfg.to_str().unwrap()]].concat(), &env));
+    let again = ok(&evaluate(&strs(&args), &env));
     assert!(!again.contains("copying"), "{again}");
 }
 
@@ -199,28 +215,7 @@ fn a_killed_evaluation_resumes_to_the_same_numbers() {
     let dir = temp("acufarm-eval-kill-");
     let original = synth(dir.path(), 5, 4);
     let cfg = config(dir.path());
-    let common = |out: &Path| -> Vec<String> {
-        [
-            "--original",
-            original.to_str().unwrap(),
-            "--train",
-            "original",
-            "--out",
-            out.to_str().unwrap(),
-            "--backbone",
-            "resnet18",
-            "--epochs",
-            "4",
-            "--image-size",
-            "32",
-            "--seeds",
-            "1",
-            "--config",
-            cfg.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let common = |out: &Path| quick(original.to_str().unwrap(), "original", out, 4, &cfg);
     let killed = dir.path().join("killed");
     let mut cmd = Command::new(support::BIN);
     cmd.arg("evaluate").args(common(&killed)).env("ACUFARM_HOME", support::acufarm_home()).stderr(std::process::Stdio::null());
@@ -240,12 +235,10 @@ fn a_killed_evaluation_resumes_to_the_same_numbers() {
     assert!(done < 4, "killed mid-training");
     assert!(!killed.join("evaluation.json").exists());
 
-    let args = common(&killed);
-    let stderr = ok(&evaluate(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]));
+    let stderr = ok(&evaluate(&strs(&common(&killed)), &[]));
     assert!(stderr.contains(&format!("f0-s0-original resumes after epoch {done} of 4")), "{stderr}");
     let straight = dir.path().join("straight");
-    let args = common(&straight);
-    ok(&evaluate(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]));
+    ok(&evaluate(&strs(&common(&straight)), &[]));
     let (a, b) = (json(&killed.join("evaluation.json")), json(&straight.join("evaluation.json")));
     assert_eq!(numbers(&a["arms"]), numbers(&b["arms"]), "a resumed evaluation gives the uninterrupted one's numbers, bit for bit");
 }

@@ -90,6 +90,25 @@ pub struct Storage {
     url: String,
 }
 
+/// Every file under a local folder, relative to it and `/`-separated, read from disk itself (so
+/// the `#N` temporaries object_store hides are listed too).
+pub fn list_folder(dir: &std::path::Path) -> std::io::Result<std::collections::BTreeSet<String>> {
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut std::collections::BTreeSet<String>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, root, out)?;
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                out.insert(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+        Ok(())
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
 /// Whether a relative path lies under one of acufarm's own folders (staging, shipped files).
 pub fn is_reserved(rel: &str) -> bool {
     matches!(rel.split('/').next(), Some(STAGING | SHIPPED))

@@ -133,8 +133,7 @@ fn list_images(root: &Path) -> anyhow::Result<Vec<String>> {
     if !root.is_dir() {
         bail!("{} is not a folder; pass the folder holding the images", root.display());
     }
-    let mut files = std::collections::BTreeSet::new();
-    super::verify::walk(root, root, &mut files).with_context(|| format!("cannot list {}; check its permissions", root.display()))?;
+    let files = acufarm_storage::list_folder(root).with_context(|| format!("cannot list {}; check its permissions", root.display()))?;
     Ok(files.into_iter().filter(|f| is_image(f)).collect())
 }
 

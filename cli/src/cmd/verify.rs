@@ -8,7 +8,7 @@
 use acufarm_core::manifest::{self, ManifestRow};
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -104,8 +104,7 @@ impl Root {
     fn present(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(BTreeSet<String>, usize)> {
         match self {
             Root::Local(dir) => {
-                let mut present = BTreeSet::new();
-                walk(dir, dir, &mut present).with_context(|| format!("cannot list {}", dir.display()))?;
+                let present = acufarm_storage::list_folder(dir).with_context(|| format!("cannot list {}", dir.display()))?;
                 Ok((present, 0))
             }
             Root::Store(storage) => {
@@ -138,18 +137,6 @@ fn parse_rows(shown: &str, text: &str) -> anyhow::Result<Vec<(usize, ManifestRow
 }
 
 /// Every file under `dir`, as `/`-separated paths relative to `root`.
-pub(crate) fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, root, out)?;
-        } else if let Ok(rel) = path.strip_prefix(root) {
-            out.insert(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(())
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let root = Root::open(&args.output)?;

@@ -29,18 +29,6 @@ pub struct Local {
     pub files: BTreeSet<String>,
 }
 
-fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, root, out)?;
-        } else if let Ok(rel) = path.strip_prefix(root) {
-            out.insert(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(())
-}
-
 fn wanted(rel: &str) -> bool {
     !acufarm_storage::is_reserved(rel) && (is_image(rel) || (rel.ends_with(".json") && !rel.contains("manifest")) || rel == "map.txt")
 }
@@ -53,8 +41,7 @@ pub fn open(root: &str, mirror: &Path) -> Result<Local, IndexError> {
         if !dir.is_dir() {
             return Err(user(format!("{root} is not a folder; pass a dataset root in the AcuSim layout (map.txt, train/image/…, train/label/label/…)")));
         }
-        let mut files = BTreeSet::new();
-        walk(&dir, &dir, &mut files).map_err(|source| IndexError::Io { path: dir.display().to_string(), source })?;
+        let files = acufarm_storage::list_folder(&dir).map_err(|source| IndexError::Io { path: dir.display().to_string(), source })?;
         return Ok(Local { shown: root.to_string(), dir, files });
     }
     let storage = acufarm_storage::Storage::open(root).map_err(|source| IndexError::Storage { root: root.to_string(), source })?;
@@ -125,6 +112,13 @@ fn better(candidate: &str, current: &str, size: u32) -> bool {
     }
 }
 
+/// Keeps, per key, the image whose resolution folder [`better`] prefers.
+fn keep<K: Ord>(chosen: &mut BTreeMap<K, (String, Sample)>, key: K, rel: &str, sample: Sample, size: u32) {
+    if chosen.get(&key).is_none_or(|(current, _)| better(rel, current, size)) {
+        chosen.insert(key, (rel.to_string(), sample));
+    }
+}
+
 /// `v3/train/…` -> (3, `train/…`); other paths are variant 0.
 fn variant(rel: &str) -> (u32, &str) {
     if let Some((head, rest)) = rel.split_once('/')
@@ -173,12 +167,7 @@ pub fn originals(root: &Local, grammar: &IdGrammar, cfg: &EvaluateSection) -> Re
             label: root.dir.join(&label).display().to_string(),
             source: None,
         };
-        match chosen.get(&label) {
-            Some((current, _)) if !better(rel, current, cfg.image_size) => {}
-            _ => {
-                chosen.insert(label, (rel.clone(), sample));
-            }
-        }
+        keep(&mut chosen, label, rel, sample, cfg.image_size);
     }
     if !bad_ids.is_empty() {
         return Err(user(format!(
@@ -228,13 +217,7 @@ pub fn augmented(root: &Local, originals: &BTreeMap<String, Sample>, grammar: &I
             label: label_path,
             source: Some(original.id.clone()),
         };
-        let key = (n, label);
-        match chosen.get(&key) {
-            Some((current, _)) if !better(rel, current, cfg.image_size) => {}
-            _ => {
-                chosen.insert(key, (rel.clone(), sample));
-            }
-        }
+        keep(&mut chosen, (n, label), rel, sample, cfg.image_size);
     }
     if !orphans.is_empty() {
         return Err(user(format!(
