@@ -16,6 +16,13 @@ from . import metrics
 ST1_SPAN_WIDTHS = 0.595215 - 0.403809
 PUPIL_MM = 63.0
 STAGES = (("equal_epochs", "best"), ("equal_steps", "best_steps"))
+NO_VERDICT = "no verdict: not better than the mean position"
+
+
+def _beats(value, baseline, better):
+    if not (math.isfinite(value) and math.isfinite(baseline)):
+        return False
+    return value < baseline if better == "lower" else value > baseline
 
 
 def radius_widths(mm):
@@ -133,11 +140,6 @@ def write(ctx, plans, results, loading):
         shutil.copyfile(folder / "best.pt", out / f"best-{a}.pt")
         entry["checkpoint"] = {"file": f"best-{a}.pt", "fold": best["fold"], "seed": best["seed"], "epoch": best["best"]["epoch"]}
         doc["arms"][a] = entry
-    for stage, _ in STAGES:
-        cis, diffs = metrics.bootstrap(per_stage_sums[stage], test_groups, cfg["bootstrap"], cfg["split_seed"])
-        for a in arms:
-            doc["arms"][a][stage]["ci95"] = cis[a]
-        doc["comparisons"][stage] = diffs
     base_test, base_fit = [], []
     for s in plans:
         d = ctx.datasets["original"]
@@ -146,6 +148,18 @@ def write(ctx, plans, results, loading):
     doc["baseline_mean_position"] = {"test": metrics.summary(metrics.concat(base_test), radius), "train_fit": metrics.summary(metrics.concat(base_fit), radius)}
     doc["baseline_mean_position"]["test"]["cls_accuracy"] = None
     doc["baseline_mean_position"]["train_fit"]["cls_accuracy"] = None
+    base = doc["baseline_mean_position"]["test"]
+    for stage, _ in STAGES:
+        cis, diffs = metrics.bootstrap(per_stage_sums[stage], test_groups, cfg["bootstrap"], cfg["split_seed"])
+        for a in arms:
+            doc["arms"][a][stage]["ci95"] = cis[a]
+        for a, d in diffs.items():
+            for m, _, better in metrics.METRICS:
+                # A difference between arms that do not both beat predicting the mean position is a
+                # difference between two failures to learn: no verdict.
+                if base.get(m) is not None and not all(_beats(doc["arms"][x][stage][m], base[m], better) for x in (a, "original")):
+                    d[m]["verdict"] = NO_VERDICT
+        doc["comparisons"][stage] = diffs
     doc["test_models"] = sorted(set(test_groups))
     text = json.dumps(doc, indent=1, ensure_ascii=False, default=_plain)
     (out / "evaluation.json").write_text(text, encoding="utf-8")

@@ -80,6 +80,11 @@ def test_report_numbers_are_the_json_numbers(three_arms):
                 d = doc["comparisons"][stage][arm][metric]
                 assert close(value, d["difference"], metric) and close(lo, d["ci95"][0], metric) and close(hi, d["ci95"][1], metric)
                 assert verdict == d["verdict"]
+                base = doc["baseline_mean_position"]["test"].get(metric)
+                if base is not None:
+                    lower = dict((m, b) for m, _, b in metrics.METRICS)[metric] == "lower"
+                    learned = all((doc["arms"][x][stage][metric] < base) if lower else (doc["arms"][x][stage][metric] > base) for x in (arm, "original"))
+                    assert learned or verdict.startswith("no verdict"), (arm, metric, verdict)
     per_model = found["Per test model (coordinate error, mean px, equal epochs)"][0][1:]
     assert [r[0] for r in per_model] == doc["test_models"]
     for r in per_model:
