@@ -43,7 +43,7 @@ def measure(backbone, image_size, batch_size, steps, device, decode_images):
                 torch.cuda.synchronize()
             start = time.perf_counter()
             parts = batch_losses(ctx, model(imgs), v, p)
-            loss = parts[0] + parts[1] + parts[2]
+            loss = ctx.objective(*parts)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -7,6 +7,7 @@ index.json: {"format": 1, "map": PATH, "datasets": {"original": {"root": …, "s
 original's id, for augmented samples). `group` is what the split keeps together: the anatomical
 model (the person), whatever size, hairstyle or eye state the file name carries.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -107,24 +108,16 @@ def cached_images(paths, size, cache_dir, workers, log=print):
     key = cache_key(paths, size)
     pixels, sizes = cache_dir / f"{key}.npy", cache_dir / f"{key}.sizes.npy"
     if pixels.exists() and sizes.exists():
-        return np.load(pixels, mmap_mode="r"), np.load(sizes), {"cached": True, "images": len(paths)}
+        return np.load(pixels, mmap_mode="r"), np.load(sizes), {"key": key, "cached": True, "images": len(paths)}
     start = time.monotonic()
     tmp = cache_dir / f"{key}.{os.getpid()}.tmp.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
     dims = np.zeros((len(paths), 2), dtype=np.float32)
     errors = []
     jobs = [(p, size) for p in paths]
-    if workers > 1 and len(paths) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_decode, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
-            for i, (arr, wh, err) in enumerate(results):
-                if err:
-                    errors.append(err)
-                else:
-                    out[i], dims[i] = arr, wh
-    else:
-        for i, job in enumerate(jobs):
-            arr, wh, err = _decode(job)
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(paths) > 1 else contextlib.nullcontext() as pool:
+        results = pool.map(_decode, jobs, chunksize=max(1, len(jobs) // (workers * 8))) if pool else map(_decode, jobs)
+        for i, (arr, wh, err) in enumerate(results):
             if err:
                 errors.append(err)
             else:
@@ -140,7 +133,7 @@ def cached_images(paths, size, cache_dir, workers, log=print):
     seconds = time.monotonic() - start
     rate = len(paths) / max(seconds, 1e-9)
     log(f"evaluate: decoded and resized {len(paths)} images to {size}² on {workers} processes: {rate:.0f} images/s")
-    return np.load(pixels, mmap_mode="r"), dims, {"cached": False, "images": len(paths), "seconds": seconds, "images_per_s": rate}
+    return np.load(pixels, mmap_mode="r"), dims, {"key": key, "cached": False, "images": len(paths), "seconds": seconds, "images_per_s": rate}
 
 
 class Batches:

@@ -50,10 +50,15 @@ def classification_loss(cls_logits, visible, table):
     return total / count
 
 
-def classification_correct(cls_logits, visible, table):
-    """(correct, counted) over visible points."""
-    correct = 0.0
+def classification_hits(cls_logits, visible, table):
+    """Per image, the visible points whose class is predicted right ([B])."""
+    hits = visible.new_zeros(visible.shape[0])
     for g, (logits, target) in enumerate(zip(cls_logits, classification_targets(table))):
         hit = (logits.argmax(-1) == target.to(logits.device)).float()
-        correct += float((hit * visible[:, list(table.members[g])]).sum())
-    return correct, float(visible.sum())
+        hits = hits + (hit * visible[:, list(table.members[g])]).sum(1)
+    return hits
+
+
+def classification_correct(cls_logits, visible, table):
+    """(correct, counted) over visible points."""
+    return float(classification_hits(cls_logits, visible, table).sum()), float(visible.sum())

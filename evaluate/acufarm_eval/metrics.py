@@ -63,15 +63,20 @@ def statistics(s, idx=None):
     }
 
 
+def distribution(record):
+    """The pooled error distribution's median and p95, and what it counts."""
+    err = record["err"][~np.isnan(record["err"])]
+    return {
+        "coord_error_median_px": float(np.median(err)) if err.size else float("nan"),
+        "coord_error_p95_px": float(np.percentile(err, 95)) if err.size else float("nan"),
+        "images": int(len(record["err"])),
+        "visible_points": int(err.size),
+    }
+
+
 def summary(record, radius):
     """Point estimates, including the error distribution's median and p95."""
-    out = statistics(sums(record, radius))
-    err = record["err"][~np.isnan(record["err"])]
-    out["coord_error_median_px"] = float(np.median(err)) if err.size else float("nan")
-    out["coord_error_p95_px"] = float(np.percentile(err, 95)) if err.size else float("nan")
-    out["images"] = int(len(record["err"]))
-    out["visible_points"] = int(err.size)
-    return out
+    return {**statistics(sums(record, radius)), **distribution(record)}
 
 
 def mean_over_seeds(per_seed_sums):
@@ -109,6 +114,7 @@ def bootstrap(arms, groups, count, seed):
                 boots[a][m].append(st[m])
     cis = {a: {m: interval(boots[a][m]) for m, _, _ in METRICS} for a in arms}
     diffs = {}
+    points = {a: statistics(s) for a, s in arms.items()}
     if "original" in arms:
         for a in arms:
             if a == "original":
@@ -116,7 +122,7 @@ def bootstrap(arms, groups, count, seed):
             diffs[a] = {}
             for m, _, better in METRICS:
                 d = np.asarray(boots[a][m]) - np.asarray(boots["original"][m])
-                point = statistics(arms[a])[m] - statistics(arms["original"])[m]
+                point = points[a][m] - points["original"][m]
                 lo, hi = interval(d)
                 if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0.0 <= hi:
                     verdict = "no clear difference"

@@ -39,7 +39,7 @@ class PointTable:
 
     @staticmethod
     def from_names(names, source="map.txt"):
-        names = [n for n in names]
+        names = list(names)
         if not names:
             raise LabelError(f"{source} lists no points; it needs one acupoint name per line")
         seen = {}
@@ -47,7 +47,7 @@ class PointTable:
             if n in seen:
                 raise LabelError(f"{source} lists `{n}` twice (lines {seen[n] + 1} and {i + 1}); remove one")
             seen[n] = i
-        order = [m for m in MERIDIANS]
+        order = list(MERIDIANS)
         for n in names:
             g = meridian_of(n)
             if g not in order:

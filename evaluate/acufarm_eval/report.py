@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import metrics
+from .train import unit_folder
 
 # 5 mm in image widths: in AcuSim's frontal M_Asher label (labels/asher_all.json) the two ST1
 # points, which sit straight below the pupils, are 0.1914 image widths apart; the mean adult
@@ -38,8 +39,7 @@ def fmt(value, metric):
 
 
 def _load(ctx, result):
-    folder = ctx.out / "checkpoints" / f"f{result['fold']}-s{result['seed']}-{result['arm']}"
-    with np.load(folder / "test.npz") as z:
+    with np.load(unit_folder(ctx.out, result["fold"], result["seed"], result["arm"]) / "test.npz") as z:
         return {k: z[k] for k in z.files}
 
 
@@ -82,7 +82,7 @@ def write(ctx, plans, results, loading):
     cfg, out = ctx.cfg, ctx.out
     radius = radius_widths(cfg["radius_mm"])
     groups_all = ctx.datasets["original"].groups
-    arms = [a for a in cfg["arms"]]
+    arms = list(cfg["arms"])
     by_arm = {a: [r for r in results if r["arm"] == a] for a in arms}
     doc = {
         "format": 1,
@@ -120,9 +120,7 @@ def write(ctx, plans, results, loading):
             per_stage_sums[stage][a] = s_all
             test_groups = groups
             pooled = metrics.concat(folds_records)
-            point = metrics.summary(pooled, radius)
-            point.update(metrics.statistics(s_all))
-            entry[stage] = point
+            entry[stage] = {**metrics.statistics(s_all), **metrics.distribution(pooled)}
             if stage == "equal_epochs":
                 entry["per_point_error_px"] = [None if not math.isfinite(v) else float(v) for v in metrics.per_point(pooled)]
                 per_model = {}
@@ -136,8 +134,7 @@ def write(ctx, plans, results, loading):
         entry["curves"] = _mean_curves(units)
         entry["samples_per_s"] = float(np.mean([h["samples_per_s"] for u in units for h in u["history"]])) if units else None
         best = min(units, key=lambda u: u["best"]["score"])
-        folder = out / "checkpoints" / f"f{best['fold']}-s{best['seed']}-{a}"
-        shutil.copyfile(folder / "best.pt", out / f"best-{a}.pt")
+        shutil.copyfile(unit_folder(out, best["fold"], best["seed"], a) / "best.pt", out / f"best-{a}.pt")
         entry["checkpoint"] = {"file": f"best-{a}.pt", "fold": best["fold"], "seed": best["seed"], "epoch": best["best"]["epoch"]}
         doc["arms"][a] = entry
     base_test, base_fit = [], []

@@ -84,8 +84,6 @@ def fingerprint(cfg, table, datasets, cache_keys):
 def run(index_path, out):
     import torch
 
-    from .data import cache_key
-
     with open(index_path, encoding="utf-8") as f:
         cfg = json.load(f)["config"]
     check_config(cfg)
@@ -105,11 +103,10 @@ def run(index_path, out):
     torch.use_deterministic_algorithms(True, warn_only=device == "cuda")
     torch.set_num_threads(cfg["threads"] or cores)
     workers = cfg["loader_workers"] or cores
-    pixels, sizes, loading, keys = {}, {}, {}, {}
+    pixels, sizes, loading = {}, {}, {}
     for name, d in datasets.items():
-        keys[name] = cache_key(d.images, cfg["image_size"])
         pixels[name], sizes[name], loading[name] = cached_images(d.images, cfg["image_size"], out / "cache", workers, log)
-    fp = fingerprint(cfg, table, datasets, keys)
+    fp = fingerprint(cfg, table, datasets, {name: stats["key"] for name, stats in loading.items()})
     plans = split.splits(datasets["original"].groups, cfg["split_seed"], cfg["folds"], cfg["test_fraction"], cfg["val_fraction"])
     ctx = Context(cfg, table, datasets, pixels, sizes, device, fp, out, log)
     work, planned = [], 0
@@ -142,14 +139,14 @@ def main(argv):
     r = sub.add_parser("run", help="an evaluation from an index written by `acufarm evaluate`")
     r.add_argument("--index", required=True)
     r.add_argument("--out", required=True)
-    g = sub.add_parser("synth", help="draw a small AcuSim-layout dataset from the real labels")
+    g = sub.add_parser("synth", help="draw a small AcuSim-layout dataset from the real labels (from the repository's evaluate/)")
     g.add_argument("--out", required=True)
     g.add_argument("--augmented")
     g.add_argument("--models", type=int, default=6)
     g.add_argument("--views", type=int, default=8)
     g.add_argument("--size", type=int, default=96)
     g.add_argument("--variants", type=int, default=1)
-    b = sub.add_parser("bench", help="training samples/s of a backbone on random batches")
+    b = sub.add_parser("bench", help="training samples/s of a backbone (from the repository's evaluate/)")
     b.add_argument("--backbone", default="resnet18")
     b.add_argument("--image-size", type=int, default=256)
     b.add_argument("--batch-size", type=int, default=16)

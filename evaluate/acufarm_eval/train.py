@@ -57,9 +57,18 @@ class Context:
     def rows(self, pairs):
         return np.asarray([(self.names.index(d), i) for d, i in pairs], dtype=np.int64).reshape(-1, 2)
 
-    def weights(self):
+    def objective(self, vis, cls, coord):
+        """The training objective from the three losses (tensors or numbers)."""
         w = self.cfg["loss_weights"]
-        return w["visibility"], w["classification"], w["coordinates"]
+        return w["visibility"] * vis + w["classification"] * cls + w["coordinates"] * coord
+
+
+def unit_folder(out, fold, seed, arm):
+    return Path(out) / "checkpoints" / f"f{fold}-s{seed}-{arm}"
+
+
+def _refuse(path, out):
+    return ResumeError(f"{path} was written by an evaluation with other settings or data; pass a new --out, or delete {Path(out) / 'checkpoints'} to start over")
 
 
 def batch_losses(ctx, out, vis, xy):
@@ -83,32 +92,23 @@ def evaluate_rows(ctx, model, rows):
             totals += np.array([float(p) for p in parts]) * len(chunk)
             count += len(chunk)
             sizes = np.stack([ctx.sizes[ctx.names[s]][r] for s, r in chunk])
-            hits = np.zeros(len(chunk))
-            for g, logits in enumerate(out[2]):
-                target = torch.arange(logits.shape[1], device=logits.device)
-                hit = (logits.argmax(-1) == target).float() * vis[:, list(ctx.table.members[g])]
-                hits += hit.sum(1).cpu().numpy()
+            hits = losses.classification_hits(out[2], vis, ctx.table).cpu().numpy()
             records.append(metrics.per_image(out[0].cpu().numpy(), out[1].cpu().numpy(), hits, vis.cpu().numpy(), xy.cpu().numpy(), sizes))
     mean = totals / max(count, 1)
     return {"vis_rmse": mean[0], "cls_ce": mean[1], "coord_softwing": mean[2]}, metrics.concat(records)
-
-
-def total(ctx, parts):
-    wv, wc, wk = ctx.weights()
-    return wv * parts["vis_rmse"] + wc * parts["cls_ce"] + wk * parts["coord_softwing"]
 
 
 def train_unit(ctx, split, arm, seed, train_pairs, budget, meter):
     """Trains one unit to the end (or resumes it) and returns its result (also result.json)."""
     cfg = ctx.cfg
     key = f"f{split.fold}-s{seed}-{arm}"
-    folder = ctx.out / "checkpoints" / key
+    folder = unit_folder(ctx.out, split.fold, seed, arm)
     folder.mkdir(parents=True, exist_ok=True)
     result_path = folder / "result.json"
     if result_path.exists():
         done = json.loads(result_path.read_text(encoding="utf-8"))
         if done.get("fingerprint") != ctx.fingerprint:
-            raise ResumeError(f"{result_path} holds a training with other settings or data; pass a new --out, or delete {ctx.out / 'checkpoints'} to start over")
+            raise _refuse(result_path, ctx.out)
         ctx.log(f"evaluate: {key} already trained ({done['epochs']} epochs); kept")
         meter.skip(len(train_pairs) * cfg["epochs"])
         return done
@@ -123,9 +123,7 @@ def train_unit(ctx, split, arm, seed, train_pairs, budget, meter):
     if last.exists():
         saved = torch.load(last, map_location="cpu", weights_only=False)
         if saved.get("fingerprint") != ctx.fingerprint:
-            raise ResumeError(
-                f"{last} was written by an evaluation with other settings or data; pass a new --out, or delete {ctx.out / 'checkpoints'} to start over"
-            )
+            raise _refuse(last, ctx.out)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
@@ -139,8 +137,7 @@ def train_unit(ctx, split, arm, seed, train_pairs, budget, meter):
         sums, seen = np.zeros(3), 0
         for chunk, imgs, vis, xy in Batches(ctx.sources, rows, cfg["batch_size"], [base, epoch], ctx.device):
             parts = batch_losses(ctx, model(imgs), vis, xy)
-            wv, wc, wk = ctx.weights()
-            loss = wv * parts[0] + wc * parts[1] + wk * parts[2]
+            loss = ctx.objective(*parts)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -151,7 +148,7 @@ def train_unit(ctx, split, arm, seed, train_pairs, budget, meter):
         train = dict(zip(("vis_rmse", "cls_ce", "coord_softwing"), (sums / max(seen, 1)).tolist()))
         val, _ = evaluate_rows(ctx, model, val_rows)
         val = {k: float(v) for k, v in val.items()}
-        score = total(ctx, val)
+        score = ctx.objective(val["vis_rmse"], val["cls_ce"], val["coord_softwing"])
         state["history"].append({"epoch": epoch + 1, "steps": state["steps"], "train": train, "val": val, "val_total": score, "train_seconds": seconds, "samples_per_s": seen / max(seconds, 1e-9)})
         state["epoch"] = epoch + 1
         if state["best"] is None or score < state["best"]["score"]:

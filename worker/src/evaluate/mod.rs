@@ -13,11 +13,12 @@ use std::process::{Child, Command};
 
 pub use index::IndexError;
 
-/// The trainer's Python files, as compiled in.
+/// The trainer's Python files, as compiled in: what `python -m acufarm_eval run` imports. The
+/// `synth` and `bench` subcommands (test data and benchmarks drawn from `labels/`) run from the
+/// repository's `evaluate/` folder and stay out.
 const PACKAGE: &[(&str, &str)] = &[
     ("__init__.py", include_str!("../../../evaluate/acufarm_eval/__init__.py")),
     ("__main__.py", include_str!("../../../evaluate/acufarm_eval/__main__.py")),
-    ("bench.py", include_str!("../../../evaluate/acufarm_eval/bench.py")),
     ("data.py", include_str!("../../../evaluate/acufarm_eval/data.py")),
     ("losses.py", include_str!("../../../evaluate/acufarm_eval/losses.py")),
     ("metrics.py", include_str!("../../../evaluate/acufarm_eval/metrics.py")),
@@ -27,7 +28,6 @@ const PACKAGE: &[(&str, &str)] = &[
     ("report.py", include_str!("../../../evaluate/acufarm_eval/report.py")),
     ("run.py", include_str!("../../../evaluate/acufarm_eval/run.py")),
     ("split.py", include_str!("../../../evaluate/acufarm_eval/split.py")),
-    ("synth.py", include_str!("../../../evaluate/acufarm_eval/synth.py")),
     ("train.py", include_str!("../../../evaluate/acufarm_eval/train.py")),
 ];
 
